@@ -1,0 +1,5 @@
+"""Entry point for `python -m devaipod`."""
+
+from devaipod.cli import main
+
+main()
