@@ -1,4 +1,4 @@
-"""devaipod: run AI coding agents in hardened devcontainers without handing them forge credentials."""
+"""devaipod: run AI coding agents in hardened devcontainers, forge credentials kept outside."""
 
 from importlib.metadata import PackageNotFoundError, version
 
