@@ -1,0 +1,1 @@
+"""Forges: URL parsing, host settings and REST clients for GitHub, GitLab and Forgejo."""
