@@ -1,0 +1,1 @@
+"""The credential broker: git smart HTTP and forge API gates, their policies, and the audit log."""

@@ -1,0 +1,1 @@
+"""Sessions: plan, apply and track an agent's containers, volumes and state."""
