@@ -1,0 +1,1 @@
+"""devcontainer.json support: discovery, JSONC loading, the config model and variables."""

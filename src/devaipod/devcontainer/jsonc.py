@@ -1,0 +1,192 @@
+"""JSON with Comments (JSONC) as devcontainer.json uses it.
+
+Accepts `//` and `/* */` comments, trailing commas in objects and arrays, and a
+leading UTF-8 BOM. Duplicate keys keep the last value at the first key's place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devaipod.errors import UserError
+
+# Why a pre-pass plus the standard json module rather than json5: json5 accepts
+# the whole JSON5 language (single-quoted strings, unquoted keys, hex numbers,
+# Infinity and NaN), which the reference CLI's jsonc-parser does not read as
+# values, so accepting them would silently give a configuration that differs
+# from the editor's. json5 also reports errors only inside its message text.
+# The pre-pass blanks comments and trailing commas with spaces (newlines kept),
+# so the positions in json's errors stay those of the original file.
+
+BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class JsoncSyntaxError(Exception):
+    """A JSONC syntax error at a 1-based line and column."""
+
+    message: str
+    line: int
+    column: int
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return line, column
+
+
+def strip_jsonc(text: str) -> str:
+    """Return `text` with comments and trailing commas blanked out, as plain JSON.
+
+    Every blanked character becomes a space except line breaks, so offsets,
+    lines and columns are unchanged. Raises `JsoncSyntaxError` for an
+    unterminated block comment.
+    """
+    chars = list(text)
+    length = len(chars)
+    index = 0
+    pending_comma: int | None = None
+
+    while index < length:
+        char = chars[index]
+
+        if char == '"':
+            pending_comma = None
+            index += 1
+            while index < length and chars[index] != '"' and chars[index] != "\n":
+                index += 2 if chars[index] == "\\" else 1
+            index += 1
+            continue
+
+        if char == "/" and index + 1 < length and chars[index + 1] == "/":
+            while index < length and chars[index] not in "\r\n":
+                chars[index] = " "
+                index += 1
+            continue
+
+        if char == "/" and index + 1 < length and chars[index + 1] == "*":
+            end = text.find("*/", index + 2)
+            if end == -1:
+                line, column = _position(text, index)
+                raise JsoncSyntaxError("unterminated block comment", line, column)
+            for blank in range(index, end + 2):
+                if chars[blank] not in "\r\n":
+                    chars[blank] = " "
+            index = end + 2
+            continue
+
+        if char == ",":
+            # A second comma in a row is invalid; leaving both lets json report it.
+            pending_comma = index if pending_comma is None else None
+        elif char in "}]":
+            if pending_comma is not None:
+                chars[pending_comma] = " "
+            pending_comma = None
+        elif not char.isspace():
+            pending_comma = None
+        index += 1
+
+    return "".join(chars)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_jsonc(text: str) -> Any:
+    """Parse JSONC text and return the value; raise `JsoncSyntaxError` on invalid input."""
+    if text.startswith(BOM):
+        text = text[1:]
+    plain = strip_jsonc(text)
+
+    try:
+        return json.loads(plain, object_pairs_hook=dict, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise JsoncSyntaxError(error.msg, error.lineno, error.colno) from error
+    except ValueError as error:
+        # parse_constant raised: NaN, Infinity or -Infinity somewhere in the text.
+        line, column = _position(plain, _find_constant(plain))
+        raise JsoncSyntaxError(str(error), line, column) from error
+
+
+def _find_constant(plain: str) -> int:
+    positions = [plain.find(name) for name in ("NaN", "-Infinity", "Infinity")]
+    found = [position for position in positions if position >= 0]
+    return min(found) if found else 0
+
+
+def load_jsonc_object(path: Path) -> dict[str, Any]:
+    """Read a JSONC file holding one object, as the devcontainer.json loader needs it.
+
+    Raises `UserError` for an unreadable, empty, non-UTF-8 or invalid file, and
+    for a file whose top-level value is not an object.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(
+            f"dev container config {path} not found",
+            fix="create it, or pass the path of an existing devcontainer.json with --config",
+        ) from None
+    except OSError as error:
+        raise UserError(
+            f"cannot read dev container config {path}: {error.strerror}",
+            fix="check the file's permissions",
+        ) from None
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path}: invalid UTF-8 at byte {error.start}",
+            fix="save the file as UTF-8",
+        ) from None
+
+    if not text.strip(BOM + " \t\r\n"):
+        raise UserError(
+            f"dev container config {path} is empty",
+            fix='put a JSON object in it, for example {"image": "debian:bookworm"}',
+        )
+
+    try:
+        if not strip_jsonc(text.removeprefix(BOM)).strip():
+            raise UserError(
+                f"dev container config {path} contains only comments",
+                fix='put a JSON object in it, for example {"image": "debian:bookworm"}',
+            )
+        value = parse_jsonc(text)
+    except JsoncSyntaxError as error:
+        raise UserError(
+            f"{path}:{error.line}:{error.column}: invalid JSON: {error.message}",
+            fix="correct the syntax at that line and column (comments and trailing commas "
+            "are allowed)",
+        ) from None
+
+    if not isinstance(value, dict):
+        raise UserError(
+            f"dev container config {path} must contain a JSON object, "
+            f"not {json_type_name(value)}",
+            fix="wrap the properties in { }",
+        )
+    return value
+
+
+def json_type_name(value: object) -> str:
+    """Return the JSON name of a parsed value's type (object, array, string...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
