@@ -130,8 +130,6 @@ def internal_address_reason(
 ) -> str | None:
     """Name the internal range an address is in, or return None for a public address."""
     address = canonical_address(address)
-    if address in local_addresses:
-        return "an address of this host"
     if address.is_loopback:
         return "a loopback address"
     if address.is_unspecified:
@@ -147,6 +145,8 @@ def internal_address_reason(
     if not address.is_global:
         # Shared address space (100.64.0.0/10), reserved and other non-global ranges.
         return "a non-global address"
+    if address in local_addresses:
+        return "an address of this host"
     return None
 
 

@@ -207,11 +207,10 @@ class EgressProxy:
     ) -> None:
         if self._active > self.limits.max_connections:
             raise _Denied(503, "too many connections through the egress proxy", audit=False)
-        if self._audit_failed:
-            raise _Denied(503, "the audit log cannot be written, so egress is closed", audit=False)
-
         head = await self._read_head(reader)
         request.method = head.method
+        if self._audit_failed:
+            raise _Denied(503, "the audit log cannot be written, so egress is closed", audit=False)
 
         # The target is parsed before the credential check so that a 407 audit line
         # names the host and port too.
@@ -490,9 +489,9 @@ class EgressProxy:
             except asyncio.LimitOverrunError as error:
                 raise ConnectionError("upstream response head too large") from error
             monitor.touch()
+            status = _response_status(head)
             monitor.bytes_in += len(head)
             writer.write(head)
-            status = _response_status(head)
             if not 100 <= status < 200 or status == 101:
                 response_status.append(status)
                 break

@@ -26,6 +26,7 @@ class TransferMonitor:
         self.last_activity = self.started
         self.bytes_out = 0
         self.bytes_in = 0
+        self.reset = False
 
     def touch(self) -> None:
         self.last_activity = asyncio.get_running_loop().time()
@@ -38,7 +39,13 @@ class TransferMonitor:
     ) -> None:
         """Copy bytes until end of stream, then half-close the writer."""
         while True:
-            data = await reader.read(CHUNK_SIZE)
+            try:
+                data = await reader.read(CHUNK_SIZE)
+            except ConnectionResetError:
+                # Clients often end TLS with a reset rather than a FIN; it ends this
+                # direction like end of stream, and the outcome says "reset".
+                self.reset = True
+                data = b""
             if not data:
                 break
             self.touch()
@@ -62,8 +69,8 @@ class TransferMonitor:
 
         With `ends_with_first`, the transfer also ends when the first coroutine finishes.
 
-        Returns why the transfer ended: "closed", "idle timeout", "time limit", or
-        "error: ..." naming the exception of the first failed copy.
+        Returns why the transfer ended: "closed", "reset" (a side reset its connection),
+        "idle timeout", "time limit", or "error: ..." naming the first failed copy's error.
         """
         loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
@@ -95,4 +102,6 @@ class TransferMonitor:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        if outcome == "closed" and self.reset:
+            outcome = "reset"
         return outcome
