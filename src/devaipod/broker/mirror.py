@@ -87,8 +87,8 @@ class RepoMirror:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._run(["init", "--bare", "--quiet", str(self.path)], env=_base_env(self._home))
 
-    def fetch_branch(self, branch_ref: str, authorization: str) -> None:
-        """Fetch `branch_ref` from the upstream into the mirror, authenticated by `authorization`.
+    def fetch(self, refspecs: list[str], authorization: str) -> None:
+        """Fetch `refspecs` from the upstream into the mirror, authenticated by `authorization`.
 
         The `Authorization` header reaches git through the environment, so it is not in any
         process's argument list. Only the broker's own user can read it there.
@@ -107,7 +107,7 @@ class RepoMirror:
                     "--no-write-fetch-head",
                     "--no-recurse-submodules",
                     self.upstream_url,
-                    f"+{branch_ref}:{branch_ref}",
+                    *refspecs,
                 ],
                 env=env,
             )

@@ -47,9 +47,11 @@ def _register_commands() -> None:
     from devaipod.cli.egress_cmd import egress_proxy
 
     cli.add_command(egress_proxy)
+    from devaipod.cli.broker_cmd import broker
     from devaipod.cli.scope_cmd import scope_group
 
     cli.add_command(scope_group)
+    cli.add_command(broker)
 
 
 _register_commands()

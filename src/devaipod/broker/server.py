@@ -1,0 +1,187 @@
+"""The broker's HTTP server: session-credential check, the git smart HTTP routes, start and stop.
+
+The standalone `devaipod broker` command, the session gateway container and the tests
+all start the broker through `start_broker`, so they run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.git_http import GitHttpFrontend, git_kind_for_request
+from devaipod.broker.mirror import basic_authorization
+from devaipod.broker.upstreams import RepoMap
+from devaipod.scope.model import Scope
+
+log = logging.getLogger(__name__)
+
+# The user name sent with the token in HTTP Basic auth to the upstream. GitHub accepts any
+# user name with a personal access token and requires `x-access-token` for app tokens.
+DEFAULT_UPSTREAM_USERNAME = "devaipod"
+
+BROKER_REALM = "devaipod"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Everything one broker instance serves: the scope, the secrets and where it keeps state."""
+
+    scope: Scope
+    session: str
+    session_credential: str = field(repr=False)
+    """The secret the agent presents (HTTP Basic password or Bearer token)."""
+    upstream_token: str = field(repr=False)
+    """The forge token; sent only to the scope's upstream URLs."""
+    audit_log: AuditLog
+    state_dir: Path
+    """Mirrors and spooled pushes live here."""
+    upstream_username: str = DEFAULT_UPSTREAM_USERNAME
+
+
+def presented_credential(authorization: str | None) -> str | None:
+    """Return the secret in an `Authorization` header: a Basic password or a Bearer token."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return None
+        _, separator, password = decoded.partition(":")
+        return password if separator else None
+    return None
+
+
+def credential_matches(authorization: str | None, session_credential: str) -> bool:
+    """Compare the presented credential with the session credential in constant time."""
+    presented = presented_credential(authorization)
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode(), session_credential.encode())
+
+
+def _unauthorized() -> web.Response:
+    return web.Response(
+        status=401,
+        text="authentication required: present the session credential\n",
+        headers={"WWW-Authenticate": f'Basic realm="{BROKER_REALM}"'},
+    )
+
+
+def _auth_middleware(config: BrokerConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def check_session_credential(
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        if credential_matches(authorization, config.session_credential):
+            return await handler(request)
+
+        # git sends no credential until it sees a 401, so only a wrong credential is an
+        # event worth auditing; a missing one is the normal first step.
+        if authorization:
+            log.warning(
+                "rejected a wrong session credential for %s %s", request.method, request.path
+            )
+            try:
+                config.audit_log.record(
+                    kind=git_kind_for_request(request),
+                    decision="deny",
+                    reason="invalid session credential",
+                    path=request.path,
+                )
+            except AuditWriteError as error:
+                log.error("audit log write failed: %s", error)
+        return _unauthorized()
+
+    return check_session_credential
+
+
+def create_app(config: BrokerConfig) -> web.Application:
+    """Build the broker's aiohttp application for `config`."""
+    repo_map = RepoMap(config.scope)
+    git = GitHttpFrontend(
+        repo_map=repo_map,
+        audit_log=config.audit_log,
+        upstream_authorization=basic_authorization(config.upstream_username, config.upstream_token),
+        state_dir=config.state_dir,
+    )
+    app = web.Application(middlewares=[_auth_middleware(config)])
+    git.install(app)
+    return app
+
+
+@dataclass
+class RunningBroker:
+    """A started broker; `stop()` closes the listener and waits for open requests."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+    session: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+        log.info("broker for session %s on %s stopped", self.session, self.url)
+
+
+async def start_broker(
+    config: BrokerConfig, host: str = "127.0.0.1", port: int = 0
+) -> RunningBroker:
+    """Start the broker on `host:port` (port 0 picks a free port) and return it running."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(config)
+    # auto_decompress=False: gzip upload-pack bodies pass to the upstream as the client sent
+    # them, with their Content-Encoding.
+    runner = web.AppRunner(app, auto_decompress=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+
+    bound_port = int(runner.addresses[0][1]) if runner.addresses else port
+
+    broker = RunningBroker(runner=runner, host=host, port=bound_port, session=config.session)
+    log.info("broker for session %s listening on %s", config.session, broker.url)
+    return broker
+
+
+async def serve_until_signal(
+    config: BrokerConfig,
+    host: str,
+    port: int,
+    on_ready: Callable[[RunningBroker], None],
+) -> None:
+    """Run the broker until SIGINT or SIGTERM, calling `on_ready` once it listens."""
+    broker = await start_broker(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stop.set)
+    try:
+        on_ready(broker)
+        await stop.wait()
+    finally:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signal_number)
+        await broker.stop()

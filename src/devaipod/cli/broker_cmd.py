@@ -1,0 +1,198 @@
+"""`devaipod broker`: run the credential broker standalone, outside a session's gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from devaipod import output
+from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.server import (
+    DEFAULT_UPSTREAM_USERNAME,
+    BrokerConfig,
+    RunningBroker,
+    serve_until_signal,
+)
+from devaipod.errors import UserError
+from devaipod.logs import state_dir as devaipod_state_dir
+from devaipod.scope.model import load_scope
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "DEVAIPOD_FORGE_TOKEN"
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split `HOST:PORT` (or `[IPV6]:PORT`) into host and port; port 0 picks a free one."""
+    host, separator, port_text = value.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise UserError(
+            f"invalid --listen address {value!r}",
+            fix="write it as HOST:PORT, for example 127.0.0.1:8080 (port 0 picks a free port)",
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+def read_forge_token(token_file: Path | None) -> str:
+    """Return the upstream token from `--token-file` or the DEVAIPOD_FORGE_TOKEN variable."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as error:
+            raise UserError(
+                f"cannot read token file {token_file}: {error.strerror}",
+                fix="pass a readable file containing only the forge token",
+            ) from error
+        if not token:
+            raise UserError(
+                f"token file {token_file} is empty", fix="write the forge token into it"
+            )
+        return token
+
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise UserError(
+            "no forge token given",
+            fix=f"set {TOKEN_ENV} or pass --token-file FILE",
+        )
+    return token
+
+
+def load_or_create_credential(path: Path) -> str:
+    """Return the session credential stored in `path`, creating a random one (mode 0600)."""
+    try:
+        credential = path.read_text().strip()
+    except FileNotFoundError:
+        credential = ""
+    except OSError as error:
+        raise UserError(
+            f"cannot read credential file {path}: {error.strerror}",
+            fix="pass a readable --credential-file, or a path where a new one can be written",
+        ) from error
+    if credential:
+        return credential
+
+    credential = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(credential + "\n")
+    os.chmod(path, 0o600)
+    log.info("wrote a new session credential to %s", path)
+    return credential
+
+
+@click.command("broker")
+@click.option(
+    "--scope",
+    "scope_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Scope YAML file: the repositories and the branch the agent may push.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="HOST:PORT to listen on; port 0 picks a free port and prints it.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Audit log file (JSON lines, appended).  [default: STATE_DIR/audit.jsonl]",
+)
+@click.option(
+    "--credential-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Session credential file; created with a random credential (mode 0600) if missing. "
+    " [default: STATE_DIR/credential]",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"File holding the forge token.  [default: the {TOKEN_ENV} environment variable]",
+)
+@click.option(
+    "--session", default="standalone", show_default=True, help="Session name in the audit log."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for mirrors and spooled pushes.  [default: devaipod's state directory "
+    "/broker/SESSION]",
+)
+@click.option(
+    "--upstream-user",
+    default=DEFAULT_UPSTREAM_USERNAME,
+    show_default=True,
+    help="User name sent with the forge token (HTTP Basic) to the upstream.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the ready line as one JSON object.")
+def broker(
+    scope_file: Path,
+    listen: str,
+    audit_log: Path | None,
+    credential_file: Path | None,
+    token_file: Path | None,
+    session: str,
+    state_dir: Path | None,
+    upstream_user: str,
+    as_json: bool,
+) -> None:
+    """Run the credential broker until interrupted (Ctrl-C or SIGTERM).
+
+    Agents clone and push through http://HOST:PORT/git/<host>/<path>.git with the
+    session credential as HTTP Basic password or Bearer token; the broker forwards
+    allowed requests to the scope's repositories with the forge token.
+    """
+    host, port = parse_listen_address(listen)
+    scope = load_scope(scope_file)
+    token = read_forge_token(token_file)
+
+    broker_dir = state_dir or (devaipod_state_dir() / "broker" / session)
+    credential_path = credential_file or broker_dir / "credential"
+    audit_path = audit_log or broker_dir / "audit.jsonl"
+    credential = load_or_create_credential(credential_path)
+
+    try:
+        audit = AuditLog(audit_path, session, secrets=[token, credential])
+    except AuditWriteError as error:
+        raise UserError(str(error), fix="pass a writable --audit-log FILE") from error
+
+    config = BrokerConfig(
+        scope=scope,
+        session=session,
+        session_credential=credential,
+        upstream_token=token,
+        audit_log=audit,
+        state_dir=broker_dir,
+        upstream_username=upstream_user,
+    )
+
+    def announce(running: RunningBroker) -> None:
+        if as_json:
+            ready = {
+                "event": "listening",
+                "url": running.url,
+                "host": running.host,
+                "port": running.port,
+                "session": session,
+                "credential_file": str(credential_path),
+                "audit_log": str(audit_path),
+            }
+            output.result(json.dumps(ready))
+        else:
+            output.result(f"listening on {running.url}")
+            output.info(
+                f"session {session}; credential in {credential_path}; audit log {audit_path}"
+            )
+
+    asyncio.run(serve_until_signal(config, host, port, announce))
