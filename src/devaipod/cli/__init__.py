@@ -52,6 +52,10 @@ def _register_commands() -> None:
 
     cli.add_command(scope_group)
     cli.add_command(broker)
+    from devaipod.cli.session_cmd import SESSION_COMMANDS
+
+    for command in SESSION_COMMANDS:
+        cli.add_command(command)
 
 
 _register_commands()

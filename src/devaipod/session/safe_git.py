@@ -1,0 +1,82 @@
+"""Host-side git with hooks, fsmonitor and credential helpers disabled.
+
+Session repositories are written by the agent, so their hooks and config are untrusted:
+host-side reads run with these settings, and never in the session's own `.git` config
+(see `code.py`, which copies only objects and refs out of it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from devaipod.errors import DevaipodError
+
+log = logging.getLogger(__name__)
+
+SAFE_CONFIG = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "protocol.ext.allow=never",
+)
+
+
+class GitError(DevaipodError):
+    """A host-side git command failed."""
+
+
+def safe_git_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Return an environment for host-side git: no system config, no prompts, no index writes."""
+    env = dict(os.environ if base is None else base)
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env["GIT_OPTIONAL_LOCKS"] = "0"
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    return env
+
+
+def run_git(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    check: bool = True,
+    keep_credentials: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run `git ARGS` with the safe settings and return the completed process.
+
+    `keep_credentials` keeps the user's credential helpers, for clones of a remote URL
+    into a fresh directory that nothing untrusted has touched.
+    """
+    config = list(SAFE_CONFIG)
+    if keep_credentials:
+        config = [item for item in config if not item.startswith("credential.helper")]
+        config = _drop_dangling_c(config)
+    argv = ["git", *config, *args]
+    log.debug("running %s in %s", " ".join(argv), cwd)
+    completed = subprocess.run(
+        argv, cwd=cwd, env=safe_git_env(), capture_output=True, text=True, check=False
+    )
+    if check and completed.returncode != 0:
+        raise GitError(
+            f"git {args[0]} failed in {cwd}: {completed.stderr.strip()[-800:]}",
+        )
+    return completed
+
+
+def _drop_dangling_c(config: list[str]) -> list[str]:
+    cleaned: list[str] = []
+    for index, item in enumerate(config):
+        following = config[index + 1] if index + 1 < len(config) else None
+        if item == "-c" and (following is None or following == "-c"):
+            continue
+        cleaned.append(item)
+    return cleaned

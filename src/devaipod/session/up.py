@@ -1,0 +1,286 @@
+"""`up`: resolve the inputs of a session, plan it, and apply the plan with rollback on failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from devaipod.agents.adapters import AgentAdapter, resolve_agent
+from devaipod.agents.env import agent_environment
+from devaipod.config import UserConfig, load_config
+from devaipod.errors import UserError
+from devaipod.runtime.apply import CreatedObjects, apply_resources, build_images
+from devaipod.runtime.engine import Engine
+from devaipod.runtime.plan import CodeSource, Role, SessionPlan
+from devaipod.runtime.planner import PlanInputs, build_session_plan
+from devaipod.session import lifecycle
+from devaipod.session.code import (
+    ClonedCode,
+    check_clean,
+    clone_for_session,
+    import_code,
+    resolve_source,
+)
+from devaipod.session.naming import generate_session_name, session_name
+from devaipod.session.probe import choose_agent_user, probe_image
+from devaipod.session.state import (
+    SessionRecord,
+    SessionState,
+    delete_record,
+    move_state,
+    save_record,
+)
+from devaipod.session.workspace import workspace_config
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    """The `up` command's inputs."""
+
+    source: str = "."
+    task: str | None = None
+    agent: str | None = None
+    name: str | None = None
+    image: str | None = None
+    config: Path | None = None
+    interactive: bool | None = None
+
+
+@dataclass(frozen=True)
+class PreparedSession:
+    """A plan plus what applying it needs besides the plan (secret values stay out of the plan).
+
+    Holds a host clone of the source in a temporary directory: call `cleanup()` when done.
+    """
+
+    plan: SessionPlan
+    secret_values: dict[str, bytes]
+    agent_uid: int
+    agent_gid: int
+    source_dir: Path | None
+    cloned: ClonedCode
+    scratch: Path
+
+    def cleanup(self) -> None:
+        """Remove the host clone."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def prepare_session(
+    request: UpRequest,
+    engine: Engine,
+    *,
+    host_env: dict[str, str] | None = None,
+    user_config: UserConfig | None = None,
+    progress: Progress = lambda message: None,
+) -> PreparedSession:
+    """Resolve the source, the devcontainer, the image facts and the agent, and plan the session.
+
+    Reads the host repository, clones it into a temporary directory and inspects images;
+    creates no engine object except built images.
+    """
+    env = dict(os.environ if host_env is None else host_env)
+    settings = user_config if user_config is not None else load_config()
+
+    source = resolve_source(request.source)
+    check_clean(source)
+    source_dir = Path(source.location) if source.kind == "local" else None
+    name = session_name(request.name) if request.name else generate_session_name(_hint(source))
+
+    scratch = Path(tempfile.mkdtemp(prefix="devaipod-up-"))
+    try:
+        progress(f"cloning {source.location}")
+        cloned = clone_for_session(source, scratch)
+        return _plan_session(
+            request, engine, env, settings, source, source_dir, name, cloned, scratch, progress
+        )
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _plan_session(
+    request: UpRequest,
+    engine: Engine,
+    env: dict[str, str],
+    settings: UserConfig,
+    source: CodeSource,
+    source_dir: Path | None,
+    name: str,
+    cloned: ClonedCode,
+    scratch: Path,
+    progress: Progress,
+) -> PreparedSession:
+
+    adapter = resolve_agent(request.agent)
+    adapter = _apply_agent_settings(adapter, settings)
+    agent_settings = settings.agents.get(adapter.name)
+
+    config_dir = source_dir if source_dir is not None else cloned.path
+    workspace = workspace_config(config_dir, _hint(source), request.image, request.config)
+    if workspace.build is not None:
+        progress(f"building image {workspace.build.tag}")
+    build_images(engine, (workspace.build,) if workspace.build else ())
+
+    agent_image = agent_settings.image if agent_settings and agent_settings.image else None
+    image = agent_image or workspace.image
+    if not engine.image_exists(image):
+        raise UserError(
+            f"image {image} not found in local storage",
+            fix=f"build or pull it first (podman pull {image}), or name another with --image",
+        )
+    facts = probe_image(engine, image, ["tmux", "git", adapter.binary])
+    if facts.programs.get(adapter.binary) is None and not adapter.binary.startswith("/"):
+        raise UserError(
+            f"agent {adapter.name}: program {adapter.binary!r} not found in image {image}",
+            fix=f"install {adapter.binary} in the image (devcontainer Dockerfile) or choose "
+            "another --agent",
+        )
+    agent_user = choose_agent_user(facts, workspace.remote_user or workspace.container_user)
+    if workspace.config_path is None and workspace.remote_user is None:
+        # Without devcontainer.json there is no remote user: the human works as the agent does.
+        workspace = replace(workspace, remote_user=agent_user.user)
+
+    passed = agent_environment(env, settings.env.allowlist)
+    passed = {**settings.env.vars, **(agent_settings.env if agent_settings else {}), **passed}
+    interactive = request.interactive if request.interactive is not None else request.task is None
+
+    inputs = PlanInputs(
+        session=name,
+        source=source,
+        workspace=workspace,
+        agent=adapter,
+        task=request.task,
+        interactive=interactive,
+        agent_user=agent_user,
+        use_tmux=facts.programs.get("tmux") is not None,
+        agent_image=agent_image,
+        agent_env_names=tuple(sorted(passed)),
+    )
+    plan = build_session_plan(inputs)
+    secret_values = {
+        secret.name: passed[secret.target_env].encode()
+        for secret in plan.secrets
+        if secret.target_env is not None
+    }
+    return PreparedSession(
+        plan=plan,
+        secret_values=secret_values,
+        agent_uid=agent_user.uid,
+        agent_gid=agent_user.gid,
+        source_dir=source_dir,
+        cloned=cloned,
+        scratch=scratch,
+    )
+
+
+def apply_session(
+    prepared: PreparedSession, engine: Engine, *, progress: Progress = lambda message: None
+) -> SessionRecord:
+    """Create the session; on any failure remove everything created and re-raise.
+
+    Raises UserError when a session of that name already exists.
+    """
+    plan = prepared.plan
+    existing = engine.session_objects(plan.session)
+    if not existing.is_empty():
+        raise UserError(
+            f"session {plan.session} already exists",
+            fix=f"pick another --name, or `devaipod delete {plan.session}` first",
+        )
+
+    record = SessionRecord(
+        session=plan.session,
+        state=SessionState.PLANNED,
+        source_kind=plan.source.kind,
+        source_location=plan.source.location,
+        lifecycle=[
+            {"phase": step.phase, "where": step.where, "command": step.command}
+            for step in plan.lifecycle
+        ],
+        remote_env=dict(plan.remote_env),
+    )
+    save_record(record)
+    move_state(record, SessionState.CREATING)
+
+    try:
+        _run_initialize(plan, prepared.source_dir, progress)
+        with CreatedObjects(engine) as objects:
+            apply_resources(
+                objects, plan.networks, plan.volumes, plan.secrets, prepared.secret_values
+            )
+
+            code_volume = plan.volume("code").name
+            progress(f"copying {plan.source.location} into volume {code_volume}")
+            import_code(
+                engine, code_volume, prepared.cloned, prepared.agent_uid, prepared.agent_gid
+            )
+            record.base_tips = list(prepared.cloned.base_tips)
+
+            workspace = plan.container(Role.WORKSPACE)
+            objects.create_container(workspace)
+            engine.start_container(workspace.name)
+            progress("running lifecycle commands in the workspace")
+            _run_workspace_steps(plan, engine, (*lifecycle.CREATE_PHASES, *lifecycle.START_PHASES))
+
+            agent = plan.container(Role.AGENT)
+            objects.create_container(agent)
+            engine.start_container(agent.name)
+            objects.keep()
+    except BaseException as error:
+        reason = getattr(error, "message", None) or str(error) or type(error).__name__
+        log.error("up of session %s failed, created objects removed: %s", plan.session, reason)
+        delete_record(plan.session)
+        raise
+
+    return move_state(record, SessionState.RUNNING)
+
+
+def _run_initialize(plan: SessionPlan, source_dir: Path | None, progress: Progress) -> None:
+    for step in plan.lifecycle:
+        if step.phase in lifecycle.HOST_PHASES:
+            if source_dir is None:
+                # NOTE: remote sources have no host folder, so initializeCommand is skipped.
+                log.warning("skipping initializeCommand: the source is not a local folder")
+                continue
+            progress("running initializeCommand on the host")
+            lifecycle.run_host_command(step, source_dir)
+
+
+def _run_workspace_steps(plan: SessionPlan, engine: Engine, phases: tuple[str, ...]) -> None:
+    workspace = plan.container(Role.WORKSPACE)
+    lifecycle.run_container_steps(
+        engine,
+        workspace.name,
+        plan.lifecycle,
+        phases,
+        user=plan.remote_user,
+        workdir=plan.workspace_folder,
+        env=dict(plan.remote_env),
+    )
+
+
+def _apply_agent_settings(adapter: AgentAdapter, settings: UserConfig) -> AgentAdapter:
+    """Use the config file's `[agents.NAME] command` in place of the adapter's own command."""
+    agent_settings = settings.agents.get(adapter.name)
+    if agent_settings is None or agent_settings.command is None or adapter.is_custom:
+        return adapter
+    command = agent_settings.command
+    if isinstance(command, str):
+        custom = resolve_agent(command)
+        return replace(custom, name=adapter.name)
+    return replace(adapter, custom_argv=tuple(command), binary=command[0])
+
+
+def _hint(source: CodeSource) -> str:
+    tail = source.location.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    return tail.removesuffix(".git")
