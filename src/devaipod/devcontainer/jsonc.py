@@ -168,8 +168,7 @@ def load_jsonc_object(path: Path) -> dict[str, Any]:
 
     if not isinstance(value, dict):
         raise UserError(
-            f"dev container config {path} must contain a JSON object, "
-            f"not {json_type_name(value)}",
+            f"dev container config {path} must contain a JSON object, not {json_type_name(value)}",
             fix="wrap the properties in { }",
         )
     return value

@@ -119,8 +119,9 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=20,
 )
 noise = st.sampled_from(["", " ", "\n", "\t", "// c\n", "/* c */", "/**/", "/* , ] } */", "//,\n"])
@@ -134,7 +135,10 @@ def _serialise_noisy(value: object, draw_noise: st.DrawFn) -> str:
         return "[" + draw_noise(noise) + ",".join(items) + trailing + draw_noise(noise) + "]"
     if isinstance(value, dict):
         members = [
-            draw_noise(noise) + json.dumps(key) + draw_noise(noise) + ":"
+            draw_noise(noise)
+            + json.dumps(key)
+            + draw_noise(noise)
+            + ":"
             + _serialise_noisy(item, draw_noise)
             for key, item in value.items()
         ]
