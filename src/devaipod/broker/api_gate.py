@@ -1,0 +1,332 @@
+"""The forge API gate's HTTP side: an aiohttp sub-app serving `/api/<host>/<forge API path>`.
+
+Each request is checked with `api_policy.decide`, audited, and, when allowed,
+sent to the forge's API with the forge token. Redirects are not followed, and the
+token is scrubbed from every response body and header passed back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from devaipod.broker.api_policy import (
+    MAX_BODY_BYTES,
+    ApiRequest,
+    Decision,
+    GateContext,
+    SessionState,
+    UpstreamRequest,
+    decide,
+)
+from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.config import ForgeKind
+
+log = logging.getLogger(__name__)
+
+# Forge responses larger than this are not passed back (an estimate: comment lists with
+# the maximum page size stay well below it).
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_TIMEOUT_SECONDS = 30.0
+USER_AGENT = "devaipod-broker"
+REDACTED = b"[REDACTED]"
+
+# Response headers passed back to the agent; every other header is dropped.
+_RESPONSE_HEADERS = frozenset({
+    "content-type", "etag", "last-modified", "link", "retry-after", "x-github-request-id",
+    "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "x-ratelimit-used",
+    "x-ratelimit-resource", "x-total", "x-total-count", "x-total-pages", "x-page",
+    "x-per-page", "x-next-page", "x-prev-page",
+})
+
+
+@dataclass(frozen=True)
+class ForgeUpstream:
+    """Where and how the gate reaches one forge's API."""
+
+    api_base: str  # REST API base URL, no trailing slash
+    token: str = field(repr=False)
+    graphql_url: str | None = None  # GitHub only
+
+
+@dataclass
+class ApiGate:
+    """The gate for one forge host: its policy context, upstream and session state."""
+
+    context: GateContext
+    upstream: ForgeUpstream
+    state: SessionState = field(default_factory=SessionState)
+
+
+def upstream_auth_headers(kind: ForgeKind, token: str) -> dict[str, str]:
+    """Return the header that carries `token` to a forge of `kind`."""
+    if kind == "gitlab":
+        return {"PRIVATE-TOKEN": token}
+    if kind == "forgejo":
+        return {"Authorization": f"token {token}"}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def presented_credential(headers: Mapping[str, str]) -> str | None:
+    """Return the session credential an agent presents.
+
+    Accepted: `Authorization: Bearer|token <credential>`, HTTP Basic with the
+    credential as password, or GitLab's `PRIVATE-TOKEN: <credential>`.
+    """
+    private_token = headers.get("PRIVATE-TOKEN")
+    if private_token:
+        return private_token.strip()
+    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() in ("bearer", "token"):
+        return value or None
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            return None
+        _, separator, password = decoded.partition(":")
+        return password if separator else None
+    return None
+
+
+def create_api_app(
+    gates: Mapping[str, ApiGate],
+    *,
+    audit_log: AuditLog,
+    session_credential: str,
+    mount_prefix: str = "/api",
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> web.Application:
+    """Build the sub-app; mount it with `app.add_subapp(mount_prefix, sub_app)`.
+
+    `gates` maps forge host keys (`HOST[:PORT]`, as in the config file) to gates.
+    The sub-app checks the session credential itself, so GitLab clients that send
+    it in `PRIVATE-TOKEN` work too.
+    """
+    handler = _GateHandler(gates, audit_log, session_credential, mount_prefix.rstrip("/"),
+                           timeout_seconds)
+    app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
+    app.cleanup_ctx.append(handler.client_session)
+    app.router.add_route("*", "/{host}/{tail:.*}", handler.handle)
+    return app
+
+
+class _GateHandler:
+    def __init__(
+        self,
+        gates: Mapping[str, ApiGate],
+        audit_log: AuditLog,
+        session_credential: str,
+        mount_prefix: str,
+        timeout_seconds: float,
+    ) -> None:
+        self._gates = gates
+        self._audit = audit_log
+        self._credential = session_credential
+        self._prefix = mount_prefix
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._client: aiohttp.ClientSession | None = None
+
+    async def client_session(self, app: web.Application) -> AsyncIterator[None]:
+        self._client = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=True)
+        try:
+            yield
+        finally:
+            await self._client.close()
+            self._client = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        # The raw target, not aiohttp's decoded and dot-resolved path: the policy
+        # normalises it itself.
+        raw_path, _, query = request.raw_path.partition("?")
+        if not raw_path.startswith(self._prefix + "/"):
+            return _json_error(404, "not found")
+        raw_host, _, api_path = raw_path[len(self._prefix) + 1 :].partition("/")
+        host = urllib.parse.unquote(raw_host).lower()
+
+        gate = self._gates.get(host)
+        if gate is None:
+            return self._deny_early(request, 404, f"forge host {host!r} is not in the session",
+                                    host)
+        presented = presented_credential(request.headers)
+        if presented is None or not hmac.compare_digest(presented.encode(),
+                                                        self._credential.encode()):
+            return self._deny_early(request, 401, "invalid or missing session credential", host)
+
+        body = await _read_limited(request)
+        if body is None:
+            return self._deny_early(request, 413,
+                                    f"the request body is larger than {MAX_BODY_BYTES} bytes",
+                                    host)
+
+        api_request = ApiRequest(
+            method=request.method,
+            raw_path="/" + api_path,
+            query=query,
+            headers=list(request.headers.items()),
+            body=body,
+        )
+        decision = decide(gate.context, gate.state, api_request)
+        try:
+            self._record(decision, host, request.method, "/" + api_path)
+        except AuditWriteError as error:
+            log.error("audit write failed, denying %s %s on %s: %s", request.method,
+                      decision.operation, host, error)
+            return _json_error(503, "the broker cannot write its audit log")
+
+        if not decision.allowed or decision.upstream is None:
+            log.info("denied %s %s on %s: %s", request.method, decision.operation, host,
+                     decision.reason)
+            return _json_error(403, f"devaipod broker denied this request: {decision.reason}")
+
+        gate.state.begin(decision)
+        return await self._forward(request, gate, decision, decision.upstream, raw_host, host)
+
+    async def _forward(
+        self,
+        request: web.Request,
+        gate: ApiGate,
+        decision: Decision,
+        upstream: UpstreamRequest,
+        raw_host: str,
+        host: str,
+    ) -> web.StreamResponse:
+        target = self._upstream_url(gate.upstream, upstream)
+        headers = {
+            **upstream.headers,
+            **upstream_auth_headers(gate.context.kind, gate.upstream.token),
+            "User-Agent": USER_AGENT,
+        }
+        assert self._client is not None
+        status: int | None = None
+        try:
+            async with self._client.request(
+                upstream.method, target, headers=headers, data=upstream.body,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                payload = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                response_headers = response.headers.copy()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            gate.state.finish(decision, None, None)
+            reason = f"forge request failed: {type(error).__name__}"
+            log.warning("%s for %s on %s", reason, decision.operation, host)
+            self._record_response(decision, host, None, reason)
+            return _json_error(502, reason)
+
+        token = gate.upstream.token.encode()
+        payload = payload.replace(token, REDACTED)
+        parsed = _parse_json(payload) if decision.operation.startswith("create-") else None
+        gate.state.finish(decision, status, parsed)
+
+        if 300 <= status < 400:
+            reason = f"the forge answered with redirect {status}, which the broker does not follow"
+            self._record_response(decision, host, status, reason)
+            return _json_error(502, reason)
+        if len(payload) > MAX_RESPONSE_BYTES:
+            reason = f"the forge response is larger than {MAX_RESPONSE_BYTES} bytes"
+            self._record_response(decision, host, status, reason)
+            return _json_error(502, reason)
+
+        self._record_response(decision, host, status, "forge response")
+        broker_base = f"{request.scheme}://{request.host}{self._prefix}/{raw_host}"
+        passed_headers = _response_headers(response_headers, gate.upstream, broker_base, token)
+        return web.Response(status=status, body=payload, headers=passed_headers)
+
+    def _upstream_url(self, forge: ForgeUpstream, upstream: UpstreamRequest) -> URL:
+        if upstream.endpoint == "graphql":
+            if forge.graphql_url is None:
+                raise ValueError("no GraphQL endpoint configured for this forge")
+            text = forge.graphql_url
+        else:
+            text = forge.api_base + upstream.path
+        if upstream.query:
+            text += "?" + upstream.query
+        return URL(text, encoded=True)
+
+    def _deny_early(self, request: web.Request, status: int, reason: str, host: str
+                    ) -> web.Response:
+        log.info("denied %s on %s before policy: %s", request.method, host, reason)
+        try:
+            self._audit.record(kind="api", decision="deny", reason=reason, host=host,
+                               method=request.method, path=_short(request.raw_path))
+        except AuditWriteError as error:
+            log.error("audit write failed for a denied request on %s: %s", host, error)
+        return _json_error(status, reason)
+
+    def _record(self, decision: Decision, host: str, method: str, raw_path: str) -> None:
+        self._audit.record(
+            kind="api",
+            decision="allow" if decision.allowed else "deny",
+            reason=decision.reason,
+            repository=decision.repository,
+            path=decision.canonical_path or _short(raw_path),
+            host=host,
+            method=method,
+            operation=decision.operation,
+            phase="request",
+        )
+
+    def _record_response(self, decision: Decision, host: str, status: int | None,
+                         reason: str) -> None:
+        try:
+            self._audit.record(
+                kind="api", decision="allow", reason=reason, repository=decision.repository,
+                path=decision.canonical_path, host=host, operation=decision.operation,
+                upstream_status=status, phase="response",
+            )
+        except AuditWriteError as error:
+            log.error("audit write failed after %s on %s: %s", decision.operation, host, error)
+
+
+async def _read_limited(request: web.Request) -> bytes | None:
+    """Read the request body, or return None when it exceeds MAX_BODY_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+
+
+def _response_headers(headers: Mapping[str, str], forge: ForgeUpstream, broker_base: str,
+                      token: bytes) -> dict[str, str]:
+    passed: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.casefold() not in _RESPONSE_HEADERS:
+            continue
+        if name.casefold() == "link":
+            # Pagination links point at the forge, which the agent cannot reach directly.
+            value = value.replace(forge.api_base, broker_base)
+        passed[name] = value.replace(token.decode(), REDACTED.decode())
+    return passed
+
+
+def _parse_json(payload: bytes) -> object:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 300 else path[:300] + "..."

@@ -1,0 +1,370 @@
+"""Tests of the forge API gate sub-app against the fake forge: allowed flows, denials, audit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from devaipod.broker.api_gate import ApiGate, ForgeUpstream, create_api_app
+from devaipod.broker.api_policy import decide
+from devaipod.broker.audit import AuditLog, read_entries, verify_chain
+from devaipod.config import ForgeKind
+from support.fake_forge import FakeForge
+from support.forge_api_cases import (
+    OUTPUT_BRANCH,
+    PULL_REQUEST,
+    REPO,
+    allowed_pull_request_body,
+    denied_cases,
+    session_context,
+)
+
+CREDENTIAL = "session-credential-abcdefghijklmnopqrstuvwxyz"
+KINDS: list[ForgeKind] = ["github", "gitlab", "forgejo"]
+
+
+@dataclass
+class GateUnderTest:
+    kind: ForgeKind
+    forge: FakeForge
+    gate: ApiGate
+    base: str
+    http: aiohttp.ClientSession
+    audit_path: Path
+    theirs: int
+
+    async def call(
+        self, method: str, path: str, body: object = None, *, query: str = "",
+        headers: dict[str, str] | None = None, raw_body: bytes | None = None,
+        content_type: str = "application/json", credential: str | None = CREDENTIAL,
+    ) -> tuple[int, Any]:
+        all_headers = dict(headers or {})
+        if credential is not None:
+            all_headers.setdefault("Authorization", f"Bearer {credential}")
+        data = raw_body
+        if body is not None:
+            data = json.dumps(body).encode()
+        if data:
+            all_headers["Content-Type"] = content_type
+        url = URL(self.base + path + (f"?{query}" if query else ""), encoded=True)
+        async with self.http.request(method, url, headers=all_headers, data=data) as response:
+            text = await response.read()
+            payload = json.loads(text) if text else None
+            return response.status, payload
+
+    def repo_path(self) -> str:
+        return "/projects/101" if self.kind == "gitlab" else f"/repos/{REPO[self.kind]}"
+
+    def comments_path(self, number: int = 1) -> str:
+        if self.kind == "gitlab":
+            return f"{self.repo_path()}/issues/{number}/notes"
+        return f"{self.repo_path()}/issues/{number}/comments"
+
+    def comment_path(self, comment_id: int) -> str:
+        if self.kind == "gitlab":
+            return f"{self.repo_path()}/issues/1/notes/{comment_id}"
+        return f"{self.repo_path()}/issues/comments/{comment_id}"
+
+    def pulls_path(self) -> str:
+        return f"{self.repo_path()}/{'merge_requests' if self.kind == 'gitlab' else 'pulls'}"
+
+
+async def _start_gate(kind: ForgeKind, tmp_path: Path, forge: FakeForge,
+                      http: aiohttp.ClientSession) -> AsyncIterator[GateUnderTest]:
+    forge.add_repo(REPO[kind])
+    forge.add_repo("octo/other" if kind != "gitlab" else "group/sub/other")
+    forge.add_issue(REPO[kind], "Crash on start", "It crashes.", labels=["bug"])
+    forge.add_issue(REPO[kind], "Unrelated", "Not for the agent.")
+    forge.add_pull_request(REPO[kind], "Human PR", head="feature", base="main")
+    theirs = forge.add_comment(REPO[kind], 1, "Please fix", author="alice")
+
+    gate = ApiGate(
+        context=session_context(kind, forge.host),
+        upstream=ForgeUpstream(api_base=forge.api_url, token=forge.token,
+                               graphql_url=forge.graphql_url if kind == "github" else None),
+    )
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_path, "test-session", secrets=[forge.token, CREDENTIAL])
+    root = web.Application()
+    root.add_subapp("/api", create_api_app({forge.host: gate}, audit_log=audit,
+                                           session_credential=CREDENTIAL))
+    runner = web.AppRunner(root, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    try:
+        yield GateUnderTest(kind, forge, gate, f"http://127.0.0.1:{port}/api/{forge.host}", http,
+                            audit_path, theirs.id)
+    finally:
+        await runner.cleanup()
+        audit.close()
+
+
+@pytest.fixture(params=KINDS)
+async def gate(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GateUnderTest]:
+    kind: ForgeKind = request.param
+    async with FakeForge(kind) as forge, aiohttp.ClientSession() as http:
+        async for started in _start_gate(kind, tmp_path, forge, http):
+            yield started
+
+
+async def test_allowed_flow_reaches_forge(gate: GateUnderTest) -> None:
+    forge = gate.forge
+
+    status, repo = await gate.call("GET", gate.repo_path())
+    assert status == 200
+    assert repo["default_branch"] == "main"
+
+    status, issue = await gate.call("GET", f"{gate.repo_path()}/issues/1")
+    assert status == 200
+    assert issue["title"] == "Crash on start"
+
+    status, comments = await gate.call("GET", gate.comments_path())
+    assert status == 200
+    assert [comment["body"] for comment in comments] == ["Please fix"]
+
+    status, created = await gate.call("POST", gate.comments_path(), {"body": "Working on it"})
+    assert status == 201
+    mine = created["id"]
+    assert gate.gate.state.own_comment(gate.gate.context.repos[0], mine) is not None
+
+    method = "PUT" if gate.kind == "gitlab" else "PATCH"
+    status, edited = await gate.call(method, gate.comment_path(mine), {"body": "Done"})
+    assert status == 200
+    assert forge.comments[mine].body == "Done"
+
+    status, pull = await gate.call("POST", gate.pulls_path(), allowed_pull_request_body(gate.kind))
+    assert status == 201
+    created_pull = forge.pull_requests(REPO[gate.kind])[-1]
+    assert created_pull.head == OUTPUT_BRANCH
+    assert created_pull.base == "main"
+    assert created_pull.draft is True
+
+    number = pull.get("iid", pull.get("number"))
+    status, _ = await gate.call("GET", f"{gate.pulls_path()}/{number}")
+    assert status == 200
+
+    status, second = await gate.call("POST", gate.pulls_path(),
+                                     allowed_pull_request_body(gate.kind))
+    assert status == 403
+    assert "at most 1" in second["message"]
+    assert len(forge.pull_requests(REPO[gate.kind])) == 2
+
+    status, _ = await gate.call("DELETE", gate.comment_path(mine))
+    assert status == 204
+    assert mine not in forge.comments
+
+
+async def test_forge_sees_token_not_credential(gate: GateUnderTest) -> None:
+    await gate.call("GET", gate.repo_path())
+    await gate.call("POST", gate.comments_path(), {"body": "hi"})
+
+    assert len(gate.forge.requests) == 2
+    for recorded in gate.forge.requests:
+        values = " ".join(recorded.headers.values())
+        assert CREDENTIAL not in values
+        assert gate.forge.token in values
+        assert "sudo" not in {name.casefold() for name in recorded.headers}
+
+
+async def test_gitlab_private_token_credential(gate: GateUnderTest) -> None:
+    status, _ = await gate.call("GET", gate.repo_path(), credential=None,
+                                headers={"PRIVATE-TOKEN": CREDENTIAL})
+
+    assert status == 200
+    assert CREDENTIAL not in json.dumps(gate.forge.requests[0].headers)
+
+
+async def test_denied_variants_never_reach_forge(gate: GateUnderTest) -> None:
+    _, created = await gate.call("POST", gate.comments_path(), {"body": "mine"})
+    mine = created["id"]
+    gate.forge.requests.clear()
+    cases = denied_cases(gate.kind)
+
+    statuses: dict[str, int] = {}
+    for case in cases:
+        request = case.request(gate.kind, theirs=gate.theirs, mine=mine)
+        expected = decide(gate.gate.context, gate.gate.state, request)
+        status, payload = await gate.call(
+            case.method, request.raw_path, query=request.query, headers=dict(case.headers),
+            raw_body=request.body or None, content_type=case.content_type,
+        )
+        statuses[case.label] = status
+        assert status in (403, 413), f"{case.label}: {status} {payload}"
+        if status == 403 and payload is not None:
+            assert payload["message"].endswith(expected.reason), case.label
+
+    assert gate.forge.requests == [], [r.raw_path for r in gate.forge.requests]
+    assert len(statuses) == len(cases)
+
+
+async def test_denials_are_audited(gate: GateUnderTest) -> None:
+    await gate.call("GET", f"{gate.repo_path()}/issues/2")
+    await gate.call("GET", gate.repo_path())
+
+    entries = read_entries(gate.audit_path)
+    result = verify_chain(gate.audit_path)
+
+    assert result.ok, result.reason
+    decisions = [(entry["decision"], entry.get("operation"), entry.get("phase"))
+                 for entry in entries]
+    assert decisions == [
+        ("deny", "read-issue", "request"),
+        ("allow", "read-repository", "request"),
+        ("allow", "read-repository", "response"),
+    ]
+    assert entries[2]["upstream_status"] == 200
+    text = gate.audit_path.read_text()
+    assert gate.forge.token not in text
+    assert CREDENTIAL not in text
+
+
+async def test_missing_credential_is_rejected(gate: GateUnderTest) -> None:
+    missing, _ = await gate.call("GET", gate.repo_path(), credential=None)
+    wrong, _ = await gate.call("GET", gate.repo_path(), credential="not-the-credential")
+
+    assert missing == 401
+    assert wrong == 401
+    assert gate.forge.requests == []
+
+
+async def test_unknown_forge_host_is_404(gate: GateUnderTest) -> None:
+    url = gate.base.replace(gate.forge.host, "github.com") + "/repos/octo/hello"
+
+    async with gate.http.get(url, headers={"Authorization": f"Bearer {CREDENTIAL}"}) as response:
+        status = response.status
+
+    assert status == 404
+    assert gate.forge.requests == []
+
+
+async def test_pagination_link_points_at_broker(gate: GateUnderTest) -> None:
+    for index in range(3):
+        gate.forge.add_comment(REPO[gate.kind], 1, f"extra {index}")
+    size = "limit" if gate.kind == "forgejo" else "per_page"
+    url = URL(f"{gate.base}{gate.comments_path()}?{size}=2", encoded=True)
+
+    async with gate.http.get(url, headers={"Authorization": f"Bearer {CREDENTIAL}"}) as response:
+        link = response.headers["Link"]
+
+    assert link.startswith(f"<{gate.base}")
+    assert 'rel="next"' in link
+
+
+@pytest.mark.parametrize("kind", ["github"])
+async def test_minimize_own_comment_via_graphql(kind: ForgeKind, tmp_path: Path) -> None:
+    async with FakeForge(kind) as forge, aiohttp.ClientSession() as http:
+        async for gate in _start_gate(kind, tmp_path, forge, http):
+            _, created = await gate.call("POST", gate.comments_path(), {"body": "stale"})
+
+            status, result = await gate.call(
+                "POST", f"{gate.comment_path(created['id'])}/devaipod-minimize",
+                {"classifier": "OUTDATED"})
+
+            assert status == 200
+            assert result["data"]["minimizeComment"]["minimizedComment"]["isMinimized"] is True
+            assert forge.comments[created["id"]].minimized_reason == "outdated"
+            assert forge.requests[-1].raw_path == "/graphql"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_comment_on_attached_pull_request(kind: ForgeKind, tmp_path: Path) -> None:
+    async with FakeForge(kind) as forge, aiohttp.ClientSession() as http:
+        async for gate in _start_gate(kind, tmp_path, forge, http):
+            number = PULL_REQUEST[kind]
+            path = (f"{gate.repo_path()}/merge_requests/{number}/notes" if kind == "gitlab"
+                    else gate.comments_path(number))
+
+            status, _ = await gate.call("POST", path, {"body": "Looks good"})
+
+            assert status == 201
+            on_mr = kind == "gitlab"
+            assert [c.body for c in forge.comments_on(REPO[kind], number,
+                                                       on_merge_request=on_mr)] == ["Looks good"]
+
+
+async def _serve_upstream(handler: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def _gate_against(upstream_base: str, tmp_path: Path) -> tuple[web.AppRunner, str, Path]:
+    host = "forge.test:3000"
+    gate = ApiGate(context=session_context("github", host),
+                   upstream=ForgeUpstream(api_base=upstream_base, token="forge-secret-token"))
+    audit_path = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_path, "s", secrets=["forge-secret-token"])
+    root = web.Application()
+    root.add_subapp("/api", create_api_app({host: gate}, audit_log=audit,
+                                           session_credential=CREDENTIAL))
+    runner = web.AppRunner(root, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/api/{host}", audit_path
+
+
+async def test_redirects_are_not_followed(tmp_path: Path) -> None:
+    followed: list[str] = []
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.path != "/repos/octo/hello":
+            followed.append(request.path)
+            return web.json_response({"followed": True})
+        raise web.HTTPMovedPermanently(location="/repositories/101")
+
+    runner, upstream_base = await _serve_upstream(upstream)
+    async with aiohttp.ClientSession() as http:
+        gate_runner, base, audit_path = await _gate_against(upstream_base, tmp_path)
+        try:
+            async with http.get(f"{base}/repos/octo/hello",
+                                headers={"Authorization": f"Bearer {CREDENTIAL}"}) as response:
+                status = response.status
+                body = await response.json()
+        finally:
+            await gate_runner.cleanup()
+            await runner.cleanup()
+
+    assert status == 502
+    assert "redirect 301" in body["message"]
+    assert followed == []
+    assert read_entries(audit_path)[-1]["upstream_status"] == 301
+
+
+async def test_upstream_error_hides_token(tmp_path: Path) -> None:
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        echoed = request.headers.get("Authorization", "")
+        return web.json_response({"message": f"bad request with {echoed}"}, status=400,
+                                 headers={"X-GitHub-Request-Id": echoed})
+
+    runner, upstream_base = await _serve_upstream(upstream)
+    async with aiohttp.ClientSession() as http:
+        gate_runner, base, _ = await _gate_against(upstream_base, tmp_path)
+        try:
+            async with http.get(f"{base}/repos/octo/hello",
+                                headers={"Authorization": f"Bearer {CREDENTIAL}"}) as response:
+                status = response.status
+                text = await response.text()
+                request_id = response.headers.get("X-GitHub-Request-Id", "")
+        finally:
+            await gate_runner.cleanup()
+            await runner.cleanup()
+
+    assert status == 400
+    assert "forge-secret-token" not in text
+    assert "[REDACTED]" in text
+    assert "forge-secret-token" not in request_id
