@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -224,3 +225,102 @@ def test_egress_proxy_command_empty_credential(tmp_path: Path) -> None:
     )
     assert completed.returncode == 2
     assert "is empty" in completed.stderr
+
+
+def test_broker_egress_listen_option(tmp_path: Path, http_target: int) -> None:
+    # The scope allows the target's address; the config file and --egress-allow add
+    # entries of their own, so all three sources of the broker's allowlist are used.
+    scope_file = tmp_path / "scope.yaml"
+    scope_file.write_text(
+        "repos:\n"
+        "  - input: {url: 'http://127.0.0.1:9/owner/repo.git', branch: main, allowHttp: true}\n"
+        "    output: {targetBranch: devaipod/test}\n"
+        f"network:\n  allow: ['127.0.0.1:{http_target}']\n"
+    )
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[network]\nallow = ['config-entry.test']\n")
+    credential_file = tmp_path / "credential"
+    credential_file.write_text(CREDENTIAL + "\n")
+    audit_path = tmp_path / "audit.jsonl"
+    env = {
+        **os.environ,
+        "DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
+        "DEVAIPOD_CONFIG": str(config_file),
+        "DEVAIPOD_FORGE_TOKEN": "forge-token-not-used-here",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devaipod",
+            "broker",
+            "--scope",
+            str(scope_file),
+            "--listen",
+            "127.0.0.1:0",
+            "--egress-listen",
+            "127.0.0.1:0",
+            "--egress-allow",
+            "cli-entry.test:8443",
+            "--credential-file",
+            str(credential_file),
+            "--audit-log",
+            str(audit_path),
+            "--session",
+            "broker-egress",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        ready_line = process.stdout.readline()
+        if not ready_line:
+            process.kill()
+            pytest.fail(f"broker exited early: {process.communicate(timeout=10)[1]}")
+        ready = json.loads(ready_line)
+        egress_port = int(ready["egress_proxy"].rpartition(":")[2])
+
+        allowed = curl(
+            egress_port,
+            f"http://127.0.0.1:{http_target}/index.html",
+            "--proxy-user",
+            f"agent:{CREDENTIAL}",
+        )
+        assert allowed.returncode == 0, allowed.stderr
+        assert allowed.stdout == "hello through the proxy\n"
+
+        unlisted = curl(
+            egress_port,
+            f"http://127.0.0.1:{http_target + 1}/",
+            "--proxy-user",
+            f"agent:{CREDENTIAL}",
+            "--include",
+        )
+        assert unlisted.stdout.startswith("HTTP/1.1 403")
+
+        # A request on another port of a listed name is denied before any DNS lookup, and
+        # the reason names the entry's port, which shows the entry is in the allowlist.
+        config_entry = curl(
+            egress_port, "http://config-entry.test/", "--proxy-user", f"agent:{CREDENTIAL}"
+        )
+        assert "(allowed: 443)" in config_entry.stdout
+        cli_entry = curl(
+            egress_port, "http://cli-entry.test/", "--proxy-user", f"agent:{CREDENTIAL}"
+        )
+        assert "(allowed: 8443)" in cli_entry.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+
+    entries = [entry for entry in read_entries(audit_path) if entry["kind"] == "egress"]
+    assert [entry["decision"] for entry in entries] == ["allow", "deny", "deny", "deny"]
+    assert all(entry["session"] == "broker-egress" for entry in entries)
+    assert (
+        entries[1]["reason"]
+        == f"IP address 127.0.0.1 port {http_target + 1} is not in the allowlist"
+    )

@@ -19,6 +19,13 @@ from devaipod.broker.server import (
     RunningBroker,
     serve_until_signal,
 )
+from devaipod.cli.egress_cmd import (
+    broker_egress_allowlist,
+    serve_with_egress_proxy,
+)
+from devaipod.cli.egress_cmd import (
+    parse_listen_address as parse_egress_listen,
+)
 from devaipod.errors import UserError
 from devaipod.logs import state_dir as devaipod_state_dir
 from devaipod.scope.model import load_scope
@@ -135,6 +142,20 @@ def load_or_create_credential(path: Path) -> str:
     show_default=True,
     help="User name sent with the forge token (HTTP Basic) to the upstream.",
 )
+@click.option(
+    "--egress-listen",
+    metavar="HOST:PORT",
+    help="Also serve the egress proxy on HOST:PORT (port 0 picks a free port), with the "
+    "same session credential and audit log.",
+)
+@click.option(
+    "--egress-allow",
+    multiple=True,
+    metavar="ENTRY",
+    help="Extra egress allowlist entry (HOST, *.DOMAIN or IP, optionally :PORT; 443 when "
+    "omitted), added to the model API hosts, the config file's [network] allow and the "
+    "scope's network.allow. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as one JSON object.")
 def broker(
     scope_file: Path,
@@ -145,6 +166,8 @@ def broker(
     session: str,
     state_dir: Path | None,
     upstream_user: str,
+    egress_listen: str | None,
+    egress_allow: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run the credential broker until interrupted (Ctrl-C or SIGTERM).
@@ -155,6 +178,10 @@ def broker(
     """
     host, port = parse_listen_address(listen)
     scope = load_scope(scope_file)
+    egress_address = (
+        parse_egress_listen(egress_listen, "--egress-listen") if egress_listen else None
+    )
+    egress_allowlist = broker_egress_allowlist(scope, egress_allow) if egress_listen else None
     token = read_forge_token(token_file)
 
     broker_dir = state_dir or (devaipod_state_dir() / "broker" / session)
@@ -177,6 +204,9 @@ def broker(
         upstream_username=upstream_user,
     )
 
+    # Filled in once the egress proxy listens, which is before the broker starts.
+    egress_listening: list[str] = []
+
     def announce(running: RunningBroker) -> None:
         if as_json:
             ready = {
@@ -188,11 +218,28 @@ def broker(
                 "credential_file": str(credential_path),
                 "audit_log": str(audit_path),
             }
+            if egress_listening:
+                ready["egress_proxy"] = egress_listening[0]
             output.result(json.dumps(ready))
         else:
+            if egress_listening:
+                output.result(f"egress proxy listening on {egress_listening[0]}")
             output.result(f"listening on {running.url}")
             output.info(
                 f"session {session}; credential in {credential_path}; audit log {audit_path}"
             )
 
-    asyncio.run(serve_until_signal(config, host, port, announce))
+    serving = serve_until_signal(config, host, port, announce)
+    if egress_address is None or egress_allowlist is None:
+        asyncio.run(serving)
+        return
+    asyncio.run(
+        serve_with_egress_proxy(
+            serving,
+            listen=egress_address,
+            allowlist=egress_allowlist,
+            credential=credential,
+            audit=audit,
+            on_listening=egress_listening.append,
+        )
+    )

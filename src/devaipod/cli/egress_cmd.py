@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
 from devaipod import output
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.config import load_config
 from devaipod.egress.addresses import (
     InvalidHostError,
     IPAddress,
@@ -20,6 +23,7 @@ from devaipod.egress.addresses import (
 from devaipod.egress.allowlist import Allowlist, build_allowlist, normalize_name
 from devaipod.egress.proxy import ProxyLimits, Resolver, start_egress_proxy, static_resolver
 from devaipod.errors import UserError
+from devaipod.scope.model import Scope
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,50 @@ def parse_resolve_entries(entries: tuple[str, ...]) -> dict[str, list[IPAddress]
             raise UserError(f"--resolve value {entry!r} has no IP address", fix=fix)
         table.setdefault(name, []).append(address)
     return table
+
+
+def broker_egress_allowlist(scope: Scope, extra_allow: tuple[str, ...]) -> Allowlist:
+    """Build the broker's egress allowlist: the model API defaults, the config file's
+    `[network] allow`, the scope's `network.allow` and `--egress-allow` entries.
+    """
+    config = load_config()
+    return build_allowlist(
+        config_allow=config.network.allow,
+        scope_allow=scope.network.allow,
+        extra_allow=extra_allow,
+        local_addresses=discover_local_addresses(),
+    )
+
+
+async def serve_with_egress_proxy(
+    main: Coroutine[Any, Any, None],
+    *,
+    listen: tuple[str, int],
+    allowlist: Allowlist,
+    credential: str,
+    audit: AuditLog,
+    on_listening: Callable[[str], None],
+) -> None:
+    """Start the egress proxy, report its address, run `main`, then stop the proxy."""
+    host, port = listen
+    try:
+        server, bound_port = await start_egress_proxy(
+            host=host, port=port, allowlist=allowlist, credential=credential, audit=audit
+        )
+    except OSError as error:
+        main.close()
+        raise UserError(
+            f"cannot listen on {host}:{port} for the egress proxy: {error.strerror}",
+            fix="choose a free address and port for --egress-listen",
+        ) from error
+    shown_host = f"[{host}]" if ":" in host else host
+    on_listening(f"{shown_host}:{bound_port}")
+    try:
+        await main
+    finally:
+        server.close()
+        await server.wait_closed()
+        log.info("egress proxy on %s port %d stopped", host, bound_port)
 
 
 async def _serve(
