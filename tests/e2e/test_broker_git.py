@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from devaipod.broker.audit import read_entries, verify_chain
+from devaipod.broker.audit import AuditLog, read_entries, verify_chain
+from devaipod.broker.server import BrokerConfig, start_broker
+from devaipod.scope.model import load_scope
 from support.git_server import (
     GitHttpServer,
     create_bare_repo,
@@ -505,3 +508,54 @@ def test_audit_chain_verifies_after_session(
     assert {entry["session"] for entry in entries} == {"e2e"}
     denied_main = [e for e in entries if e.get("ref") == "refs/heads/main"]
     assert [e["decision"] for e in denied_main] == ["deny"]
+
+
+async def test_force_push_allowed_by_scope(tmp_path: Path, upstream: GitHttpServer) -> None:
+    """The in-process broker (as the gateway starts it) lets a force push through when the
+    scope sets allowForcePush."""
+    scope_file = tmp_path / "scope.yaml"
+    _write_scope(scope_file, upstream, allow_force_push=True)
+    credential = "in-process-session-credential"
+    audit_log = tmp_path / "audit.jsonl"
+    audit = AuditLog(audit_log, "in-process", secrets=[UPSTREAM_TOKEN, credential])
+    config = BrokerConfig(
+        scope=load_scope(scope_file),
+        session="in-process",
+        session_credential=credential,
+        upstream_token=UPSTREAM_TOKEN,
+        audit_log=audit,
+        state_dir=tmp_path / "state",
+    )
+    running = await start_broker(config)
+    try:
+        env = isolated_git_env(tmp_path)
+        env["GIT_CONFIG_COUNT"] = "1"
+        env["GIT_CONFIG_KEY_0"] = "http.extraHeader"
+        env["GIT_CONFIG_VALUE_0"] = f"Authorization: Bearer {credential}"
+        url = f"{running.url}/git/127.0.0.1:{upstream.port}/{REPO_NAME}"
+        work = tmp_path / "work"
+
+        def first_push() -> str:
+            run_git("clone", "--quiet", url, str(work), env=env)
+            oid = _commit(work, env, "feature.txt", "one\n")
+            run_git("push", "--quiet", "origin", f"HEAD:{TARGET_REF}", cwd=work, env=env)
+            return oid
+
+        def force_push() -> tuple[str, subprocess.CompletedProcess[str]]:
+            run_git("reset", "--quiet", "--hard", "HEAD~1", cwd=work, env=env)
+            oid = _commit(work, env, "rewritten.txt", "rewritten\n")
+            return oid, _git(env, "push", "--force", "origin", f"HEAD:{TARGET_REF}", cwd=work)
+
+        first = await asyncio.to_thread(first_push)
+        rewritten, completed = await asyncio.to_thread(force_push)
+    finally:
+        await running.stop()
+        audit.close()
+
+    assert completed.returncode == 0, completed.stderr
+    assert "(forced update)" in completed.stderr
+    assert list_refs(_upstream_repo(upstream))[TARGET_REF] == rewritten
+    assert rewritten != first
+    forced = [e for e in read_entries(audit_log) if e.get("new_oid") == rewritten]
+    assert [e["decision"] for e in forced] == ["allow"]
+    assert "force push allowed by the scope" in str(forced[0]["reason"])

@@ -5,34 +5,19 @@ from __future__ import annotations
 import base64
 import gzip
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from devaipod.broker.audit import AuditLog, read_entries
-from devaipod.broker.server import (
-    BrokerConfig,
-    RunningBroker,
-    credential_matches,
-    presented_credential,
-    start_broker,
-)
-from devaipod.scope.model import parse_scope
-
-CREDENTIAL = "session-credential-for-tests"
-TOKEN = "forge-token-for-tests"
-
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+from devaipod.broker.audit import read_entries
+from devaipod.broker.server import credential_matches, presented_credential
+from support.broker_harness import CREDENTIAL, TOKEN, Harness, basic_auth, running_harness
 
 
 def test_presented_credential_reads_basic_password() -> None:
-    assert presented_credential(_basic("agent", "secret")) == "secret"
-    assert presented_credential(_basic("", "secret:with:colons")) == "secret:with:colons"
+    assert presented_credential(basic_auth("agent", "secret")) == "secret"
+    assert presented_credential(basic_auth("", "secret:with:colons")) == "secret:with:colons"
 
 
 def test_presented_credential_reads_bearer_token() -> None:
@@ -51,100 +36,16 @@ def test_presented_credential_rejects_malformed_headers() -> None:
 
 def test_credential_matches_only_exact_value() -> None:
     assert credential_matches(f"Bearer {CREDENTIAL}", CREDENTIAL)
-    assert credential_matches(_basic("anyone", CREDENTIAL), CREDENTIAL)
+    assert credential_matches(basic_auth("anyone", CREDENTIAL), CREDENTIAL)
     assert not credential_matches(f"Bearer {CREDENTIAL}x", CREDENTIAL)
     assert not credential_matches(f"Bearer {CREDENTIAL[:-1]}", CREDENTIAL)
     assert not credential_matches(None, CREDENTIAL)
 
 
-@dataclass
-class FakeUpstream:
-    """An aiohttp stand-in for a forge's git endpoint that records what it receives."""
-
-    status: int = 200
-    requests: list[dict[str, object]] = field(default_factory=list)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.content.read()
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": request.query_string,
-                "headers": dict(request.headers),
-                "body": body,
-            }
-        )
-        if self.status != 200:
-            return web.Response(status=self.status, text=f"upstream says {TOKEN}")
-        service = request.query.get("service", "git-upload-pack")
-        kind = "advertisement" if request.path.endswith("/info/refs") else "result"
-        return web.Response(
-            body=b"upstream-body:" + body,
-            content_type=f"application/x-{service}-{kind}",
-        )
-
-
-@dataclass
-class Harness:
-    broker: RunningBroker
-    upstream: FakeUpstream
-    upstream_port: int
-    audit_path: Path
-    audit: AuditLog
-
-    def url(self, repo_path: str) -> str:
-        return f"{self.broker.url}/git/127.0.0.1:{self.upstream_port}/{repo_path}"
-
-
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    upstream = FakeUpstream()
-    upstream_app = web.Application()
-    upstream_app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    upstream_runner = web.AppRunner(upstream_app, auto_decompress=False)
-    await upstream_runner.setup()
-    upstream_site = web.TCPSite(upstream_runner, "127.0.0.1", 0)
-    await upstream_site.start()
-    upstream_port = int(upstream_runner.addresses[0][1])
-
-    scope = parse_scope(
-        {
-            "repos": [
-                {
-                    "input": {
-                        "url": f"http://127.0.0.1:{upstream_port}/org/repo.git",
-                        "allowHttp": True,
-                    },
-                    "output": {"targetBranch": "devaipod/unit"},
-                },
-                {
-                    "input": {
-                        "url": f"http://127.0.0.1:{upstream_port}/org/read-only",
-                        "allowHttp": True,
-                    }
-                },
-            ]
-        },
-        "test",
-    )
-    audit_path = tmp_path / "audit.jsonl"
-    audit = AuditLog(audit_path, "unit", secrets=[TOKEN, CREDENTIAL])
-    config = BrokerConfig(
-        scope=scope,
-        session="unit",
-        session_credential=CREDENTIAL,
-        upstream_token=TOKEN,
-        audit_log=audit,
-        state_dir=tmp_path / "state",
-    )
-    broker = await start_broker(config)
-    try:
-        yield Harness(broker, upstream, upstream_port, audit_path, audit)
-    finally:
-        await broker.stop()
-        await upstream_runner.cleanup()
-        audit.close()
+    async with running_harness(tmp_path) as started:
+        yield started
 
 
 async def _get(url: str, authorization: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -180,7 +81,7 @@ async def test_wrong_credential_is_audited_and_rejected(harness: Harness) -> Non
 async def test_basic_and_bearer_credentials_pass(harness: Harness) -> None:
     url = harness.url("org/repo.git/info/refs?service=git-upload-pack")
 
-    basic_status, _, _ = await _get(url, _basic("agent", CREDENTIAL))
+    basic_status, _, _ = await _get(url, basic_auth("agent", CREDENTIAL))
     bearer_status, _, _ = await _get(url, f"Bearer {CREDENTIAL}")
 
     assert basic_status == 200
@@ -293,7 +194,7 @@ async def test_upload_pack_forwards_with_broker_token(harness: Harness) -> None:
     assert forwarded["body"] == request_body
     assert forwarded_headers["Content-Encoding"] == "gzip"
     assert forwarded_headers["Git-Protocol"] == "version=2"
-    assert forwarded_headers["Authorization"] == _basic("devaipod", TOKEN)
+    assert forwarded_headers["Authorization"] == basic_auth("devaipod", TOKEN)
     assert "Cookie" not in forwarded_headers
 
 
