@@ -56,6 +56,9 @@ def _register_commands() -> None:
 
     for command in SESSION_COMMANDS:
         cli.add_command(command)
+    from devaipod.cli.config_cmd import config_group
+
+    cli.add_command(config_group)
 
 
 _register_commands()
