@@ -28,7 +28,7 @@ TARGET_NAME = "target.bench"
 
 
 def serve_target(listener: socket.socket, payload: Path) -> None:
-    """Answer every request on `listener` with the payload file, one thread per client."""
+    """Serve the payload file for every request on `listener`, one thread per client."""
     size = payload.stat().st_size
 
     def handle(connection: socket.socket) -> None:
@@ -112,7 +112,7 @@ def devaipod_proxy_command(workdir: Path, port: int, target_port: int) -> list[s
 
 def tinyproxy_command(workdir: Path, port: int, target_port: int) -> list[str]:
     # A minimal tinyproxy 1.11 configuration: loopback only, Basic authentication like
-    # the devaipod proxy, CONNECT allowed to the target's port, no logging to files.
+    # the devaipod proxy, CONNECT allowed to the target's port, critical log lines only.
     config = workdir / "tinyproxy.conf"
     config.write_text(
         "\n".join(
