@@ -44,6 +44,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 def _register_commands() -> None:
     # One module per command group; each exposes click commands to add here.
     # Each helper module adds its commands with cli.add_command(...).
+    from devaipod.cli.audit_cmd import audit
+
+    cli.add_command(audit)
     from devaipod.cli.egress_cmd import egress_proxy
 
     cli.add_command(egress_proxy)

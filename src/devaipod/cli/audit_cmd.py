@@ -1,0 +1,145 @@
+"""`devaipod audit`: show a session's audit log as a table or JSON lines, or verify its chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from devaipod import output
+from devaipod.broker.audit import AuditFormatError, read_entries, verify_chain
+from devaipod.errors import DevaipodError, UserError
+from devaipod.session.paths import session_audit_path
+
+SHORT_OID_LENGTH = 10
+
+
+def _resolve_path(name: str | None, file: Path | None) -> Path:
+    if (name is None) == (file is None):
+        raise UserError(
+            "give either a session NAME or --file FILE",
+            fix="run 'devaipod audit NAME' for a session, or 'devaipod audit --file PATH'",
+        )
+    path = file if file is not None else session_audit_path(name or "")
+    if not path.is_file():
+        hint = (
+            "check the path"
+            if file is not None
+            else "check the session name; the log appears with the session's first decision"
+        )
+        raise UserError(f"audit log {path} not found", fix=hint)
+    return path
+
+
+def _short(oid: object) -> str:
+    return str(oid)[:SHORT_OID_LENGTH] if oid else ""
+
+
+def _target(entry: dict[str, object]) -> str:
+    target = str(entry.get("ref") or entry.get("path") or "")
+    old_oid, new_oid = entry.get("old_oid"), entry.get("new_oid")
+    if old_oid or new_oid:
+        target += f" {_short(old_oid)}..{_short(new_oid)}"
+    return target
+
+
+def _table(entries: list[dict[str, object]], path: Path) -> Table:
+    table = Table(title=str(path), title_justify="left")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("decision")
+    table.add_column("repository")
+    table.add_column("ref or path")
+    table.add_column("reason")
+    table.add_column("upstream", justify="right")
+
+    for entry in entries:
+        decision = str(entry.get("decision", ""))
+        style = "green" if decision == "allow" else "red"
+        time = str(entry.get("time", "")).replace("T", " ")[:19]
+        status = entry.get("upstream_status")
+        # Text cells, because entries hold agent-chosen strings that must not act as markup.
+        table.add_row(
+            Text(time),
+            Text(str(entry.get("kind", ""))),
+            Text(decision, style=style),
+            Text(str(entry.get("repository") or "")),
+            Text(_target(entry)),
+            Text(str(entry.get("reason", ""))),
+            Text("" if status is None else str(status)),
+        )
+    return table
+
+
+def _verify(path: Path, as_json: bool) -> None:
+    result = verify_chain(path)
+    if as_json:
+        output.result(
+            json.dumps(
+                {
+                    "file": str(path),
+                    "ok": result.ok,
+                    "lines": result.lines,
+                    "first_bad_line": result.first_bad_line,
+                    "reason": result.reason,
+                }
+            )
+        )
+        if not result.ok:
+            raise click.exceptions.Exit(1)
+        return
+
+    if not result.ok:
+        raise DevaipodError(
+            f"audit log {path} failed verification at line {result.first_bad_line}: "
+            f"{result.reason}",
+            fix="treat the log as tampered with from that line on, and keep a copy as evidence",
+        )
+    output.result(f"ok: {path}: {result.reason}")
+
+
+@click.command("audit")
+@click.argument("name", required=False)
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read this audit log file instead of a session's.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per entry (JSON lines)."
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the hash chain instead; exit 1 and name the first bad line when it is broken.",
+)
+def audit(name: str | None, file: Path | None, as_json: bool, verify: bool) -> None:
+    """Show the audit log of session NAME (with or without the devaipod- prefix).
+
+    Every broker decision is one entry: time, kind, decision, repository, ref or path,
+    reason, and the upstream's HTTP status.
+    """
+    path = _resolve_path(name, file)
+    if verify:
+        _verify(path, as_json)
+        return
+
+    try:
+        entries = read_entries(path)
+    except AuditFormatError as error:
+        raise DevaipodError(
+            str(error), fix=f"run 'devaipod audit --file {path} --verify' to check the log"
+        ) from None
+
+    if as_json:
+        for entry in entries:
+            output.result(json.dumps(entry, ensure_ascii=False))
+        return
+    if not entries:
+        output.info(f"audit log {path} is empty")
+        return
+    output.stdout.print(_table(entries, path))
