@@ -8,6 +8,7 @@ import asyncio
 import base64
 import ipaddress
 import logging
+import os
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 from devaipod.broker.audit import AuditLog, read_entries, verify_chain
 from devaipod.egress.addresses import IPAddress
 from devaipod.egress.allowlist import build_allowlist
+from devaipod.egress.environment import proxy_environment
 from devaipod.egress.proxy import ProxyLimits, start_egress_proxy, static_resolver
 from support.egress_targets import (
     GREETING,
@@ -242,6 +244,32 @@ async def test_curl_bearer_credential_accepted(setup: Setup) -> None:
     )
     assert code == 0, stderr
     assert stdout == GREETING
+
+
+async def test_curl_uses_proxy_environment(setup: Setup) -> None:
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is not installed (apt-get install -y curl)"
+    environment = {"PATH": os.environ.get("PATH", "")}
+    environment.update(proxy_environment(setup.proxy_port, CREDENTIAL))
+    process = await asyncio.create_subprocess_exec(
+        curl,
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "20",
+        "--cacert",
+        str(setup.certificate.cert_path),
+        f"https://models.test:{setup.https_port}/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environment,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr
+    assert stdout == GREETING
+    entries = await wait_for_entries(setup, 1)
+    assert entries[0]["decision"] == "allow"
+    assert entries[0]["host"] == "models.test"
 
 
 async def test_aiohttp_https_through_connect(setup: Setup) -> None:

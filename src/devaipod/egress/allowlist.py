@@ -22,9 +22,9 @@ from devaipod.errors import UserError
 DEFAULT_PORT = 443
 
 # Model API hosts the agent adapters talk to. An entry without a port allows 443 only.
-# Vertex AI serves most models on regional hosts named `<region>-aiplatform.googleapis.com`
-# and a wildcard cannot express that prefix form, so the common regions are listed; other
-# regions go into the config file's `[network] allow`.
+# Vertex AI serves most models on regional hosts named `<region>-aiplatform.googleapis.com`.
+# A wildcard cannot express that prefix form, so the common regions are listed here, and
+# other regions go into the config file's `[network] allow`.
 DEFAULT_MODEL_API_HOSTS: tuple[str, ...] = (
     # Anthropic (Claude Code, opencode, aider, goose with Anthropic models)
     "api.anthropic.com",

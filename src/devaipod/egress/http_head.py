@@ -15,7 +15,7 @@ _MAX_CHUNK_LINE = 4096
 
 
 class HeadError(ValueError):
-    """A request head the proxy rejects; `status` is the HTTP status to answer with."""
+    """A request head the proxy rejects, with `status` the HTTP status of the error response."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -80,7 +80,7 @@ def split_authority(authority: str, *, default_port: int | None) -> tuple[str, i
     """Split `host:port` or `[ipv6]:port` into host text and port number.
 
     Raises HeadError when the port is missing (and there is no default) or invalid, and
-    for unbracketed IPv6, whose port cannot be told apart from the address.
+    for unbracketed IPv6, whose port cannot be separated from the address.
     """
     if authority.startswith("["):
         close = authority.find("]")

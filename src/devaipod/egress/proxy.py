@@ -76,10 +76,11 @@ class ProxyLimits:
     # Time allowed for DNS resolution and for each TCP connection attempt upstream.
     resolve_timeout: float = 10.0
     connect_timeout: float = 10.0
-    # Request and response heads: total size and number of header fields.
+    # Request head limits: total size and number of header fields. Upstream response heads
+    # are limited by the upstream reader's buffer (CHUNK_SIZE, 256 KiB).
     max_head_bytes: int = 32 * 1024
     max_header_count: int = 100
-    # Client connections served at once; more are answered 503 and closed.
+    # Client connections served at once; more are rejected with 503 and closed.
     max_connections: int = 256
 
 
@@ -98,7 +99,7 @@ async def resolve_system(name: str, port: int) -> list[IPAddress]:
 def static_resolver(
     table: Mapping[str, Sequence[IPAddress]], fallback: Resolver | None = resolve_system
 ) -> Resolver:
-    """Return a resolver that answers names in `table` (normalised names) from the table.
+    """Return a resolver that looks names up in `table`, keyed by normalised name.
 
     Other names go to `fallback`; with no fallback they fail to resolve.
     """
@@ -126,7 +127,7 @@ def _plain_response(status: int, text: str, extra_headers: Sequence[tuple[str, s
 
 
 class _Denied(Exception):
-    """A request the proxy answers with an error status and records in the audit log."""
+    """A request the proxy rejects with an error status and records in the audit log."""
 
     def __init__(
         self,
@@ -537,7 +538,7 @@ class EgressProxy:
                 self._audit.record, kind="egress", decision=decision, reason=reason, **fields
             )
         except AuditWriteError as error:
-            # From now on every request is refused, since it could not be recorded.
+            # From now on every request is rejected, since it could not be recorded.
             self._audit_failed = True
             log.error(
                 "egress connection %d: audit log write failed, closing egress: %s",

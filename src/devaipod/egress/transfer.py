@@ -42,8 +42,8 @@ class TransferMonitor:
             try:
                 data = await reader.read(CHUNK_SIZE)
             except ConnectionResetError:
-                # Clients often end TLS with a reset rather than a FIN; it ends this
-                # direction like end of stream, and the outcome says "reset".
+                # Clients often end TLS with a reset rather than a FIN. A reset ends this
+                # direction like end of stream, and the outcome becomes "reset".
                 self.reset = True
                 data = b""
             if not data:
