@@ -641,3 +641,58 @@ async def test_busy_tunnel_time_limit(tmp_path: Path, certificate: Certificate) 
 
         entries = await wait_for_entries(setup, 1)
         assert entries[0]["reason"] == "tunnel time limit"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: -1\r\n",
+    ],
+)
+async def test_ambiguous_body_framing_rejected(setup: Setup, framing: bytes) -> None:
+    head = (
+        f"POST http://models.test:{setup.http_port}/echo HTTP/1.1\r\n".encode()
+        + framing
+        + proxy_authorization()
+        + b"\r\n"
+    )
+    reader, writer = await send_head(setup.proxy_port, head)
+    status, _, _ = await read_response(reader)
+    await close_writer(writer)
+    assert status == 400
+    # Rejected before resolution, so no upstream connection was attempted.
+    assert setup.resolver_calls == []
+
+
+async def test_expect_continue_request_forwarded(setup: Setup) -> None:
+    code, stdout, stderr = await run_curl(
+        "--proxy",
+        setup.proxy_url,
+        "--proxy-user",
+        f"agent:{CREDENTIAL}",
+        "--header",
+        "Expect: 100-continue",
+        "--data-binary",
+        "x" * 2048,
+        f"http://models.test:{setup.http_port}/echo",
+    )
+    assert code == 0, stderr
+    assert stdout == b"x" * 2048
+    entries = await wait_for_entries(setup, 1)
+    assert entries[0]["upstream_status"] == 200
+
+
+async def test_connection_limit_rejects_extra(tmp_path: Path, certificate: Certificate) -> None:
+    async for setup in start_setup(tmp_path, certificate, ProxyLimits(max_connections=1)):
+        status, _, _, _, first = await connect_through(setup, f"echo.test:{setup.echo_port}")
+        assert status == 200
+        try:
+            reader, second = await send_head(setup.proxy_port, b"")
+            response = await asyncio.wait_for(reader.read(), timeout=10)
+            await close_writer(second)
+            assert response.startswith(b"HTTP/1.1 503")
+        finally:
+            await close_writer(first)

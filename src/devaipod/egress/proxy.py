@@ -225,6 +225,9 @@ class EgressProxy:
         except HeadError as error:
             raise _Denied(error.status, error.message) from error
         self._authenticate(head)
+        if target is not None:
+            # Reject ambiguous body framing before any upstream connection is made.
+            self._body_framing(head)
 
         upstream_reader, upstream_writer, address = await self._open_checked(request)
         if target is None:
@@ -362,6 +365,9 @@ class EgressProxy:
                 monitor.copy(reader, upstream_writer, outbound=True),
                 monitor.copy(upstream_reader, writer, outbound=False),
             )
+        except ConnectionError as error:
+            # The client left before the tunnel started; the tunnel is still recorded.
+            outcome = f"error: {type(error).__name__}: {error}"
         finally:
             upstream_writer.close()
         log.info(
