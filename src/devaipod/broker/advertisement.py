@@ -1,5 +1,5 @@
 """Parse and rewrite the ref advertisement of git-receive-pack (`info/refs` for a push),
-so the agent's git sees only the branch it may push."""
+so the agent's git lists only the branch it may push."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """The broker's audit log: one JSON line per decision, hash-chained so that an edited,
 removed or reordered line shows, and written with fsync before the decision takes effect.
 
-Each line is a JSON object whose last two fields are `prev`, the SHA-256 (hex) of the
-previous line's bytes without its newline ("0" * 64 on the first line), and `hash`, the
-SHA-256 of the line's own bytes before `,"hash":`. `hash` locates an edit of a single
-line, including the last one; `prev` catches removed and reordered lines.
+Each line is a JSON object whose last two fields are `prev` and `hash`. `prev` is the
+SHA-256 (hex) of the previous line's bytes without its newline, "0" * 64 on the first
+line. `hash` is the SHA-256 of the line's own bytes before `,"hash":`. `hash` locates an
+edit of a single line, including the last one, and `prev` catches removed and reordered
+lines.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class AuditLog:
 
 
 def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
-    """Split file bytes into lines; the flag says whether the last line lacks its newline."""
+    """Split file bytes into lines; the flag is True when the last line lacks its newline."""
     if not data:
         return [], False
     lines = data.split(b"\n")

@@ -114,7 +114,7 @@ Event = (
 
 
 class State(enum.Enum):
-    """Where the parser is in the request."""
+    """The parser's position in the request."""
 
     SHALLOW = "shallow lines or first command"
     COMMANDS = "command list"
@@ -388,13 +388,13 @@ class ReceivePackParser:
                 )
         return capabilities
 
-    def _parse_oid(self, data: bytes, what: str) -> str:
+    def _parse_oid(self, data: bytes, source: str) -> str:
         oid = _decode(data)
         lengths = (self._oid_length,) if self._oid_length else tuple(OID_HEX_LENGTHS.values())
         if len(oid) not in lengths or not _HEX.issuperset(oid):
             expected = " or ".join(str(length) for length in lengths)
             raise ProtocolError(
-                f"invalid object id {oid!r} in {what} (expected {expected} hex digits)"
+                f"invalid object id {oid!r} in {source} (expected {expected} hex digits)"
             )
         return oid.lower()
 

@@ -1,4 +1,4 @@
-"""Per-ref policy for a push through the broker, and the report-status answer git shows.
+"""Per-ref policy for a push through the broker, and the report-status response that git prints.
 
 A push may only create or update the scope's output branch, `refs/heads/<targetBranch>`,
 compared byte for byte. Everything else is rejected, and one rejected ref rejects the

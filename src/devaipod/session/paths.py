@@ -1,4 +1,4 @@
-"""Where a session's files live on the host: its state directory and audit log."""
+"""Paths of a session's files on the host: its state directory and audit log."""
 
 from __future__ import annotations
 

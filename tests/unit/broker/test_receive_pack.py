@@ -523,3 +523,54 @@ def test_fuzz_random_bytes_events_or_error(body: bytes, cut: int) -> None:
         return
 
     assert pack_bytes(events) == body[parser.head_length :]
+
+
+# Framing defects that must always be rejected, inserted into valid requests.
+
+DEFECTS = ["bad-hex", "delim", "response-end", "length-3", "too-long", "later-nul", "no-flush"]
+
+
+@st.composite
+def defective_requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    defect = draw(st.sampled_from([*DEFECTS, "garbage-after-delete"]))
+    refs_drawn = draw(st.lists(refs, min_size=2, max_size=4))
+    deletes_only = defect == "garbage-after-delete"
+    first_ref = refs_drawn[0]
+    lines = [line(command(OLD, ZERO if deletes_only else NEW, first_ref) + b"\0" + CAPS)]
+    lines += [line(command(OLD, ZERO if deletes_only else NEW, ref)) for ref in refs_drawn[1:]]
+    position = draw(st.integers(1, len(lines)))
+
+    if defect == "bad-hex":
+        lines.insert(position, draw(st.sampled_from([b"00g5x", b"zzzz", b"-005x", b" 005x"])))
+    elif defect == "delim":
+        lines.insert(position, DELIM)
+    elif defect == "response-end":
+        lines.insert(position, b"0002")
+    elif defect == "length-3":
+        lines.insert(position, b"0003")
+    elif defect == "too-long":
+        lines.insert(position, b"fff1" + b"x" * 10)
+    elif defect == "later-nul":
+        lines.insert(max(position, 1), line(command(OLD, NEW, "refs/heads/n") + b"\0" + CAPS))
+
+    body = b"".join(lines)
+    if defect == "no-flush":
+        return defect, body
+    body += FLUSH
+    if deletes_only:
+        return defect, body + draw(st.binary(min_size=1, max_size=20))
+    return defect, body + EMPTY_PACK
+
+
+@given(defective_requests(), st.integers(0, 1000))
+@settings(max_examples=400, deadline=None)
+def test_fuzz_framing_defects_rejected(case: tuple[str, bytes], cut: int) -> None:
+    defect, body = case
+    parser = ReceivePackParser()
+
+    with pytest.raises(ProtocolError):
+        parser.feed(body[:cut])
+        parser.feed(body[cut:])
+        parser.finish()
+
+    assert parser.state.name == "ERROR", defect
