@@ -194,6 +194,7 @@ def test_parse_entry_valid_forms(text: str, rendered: str) -> None:
         "**.example.com",
         "a.*.example.com",
         "*example.com",
+        "*-aiplatform.googleapis.com",  # a prefix wildcard inside a label
         "api.*",
         "*.127.0.0.1",
         "*.[::1]",
