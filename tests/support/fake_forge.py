@@ -704,8 +704,10 @@ class FakeForge:
             "id": repo.id * 100000 + pull.number, "number": pull.number, "title": pull.title,
             "body": pull.body, "state": pull.state, "draft": pull.draft,
             "user": self._forgejo_user(pull.author),
-            "head": {"ref": pull.head, "label": f"{owner}:{pull.head}"},
-            "base": {"ref": pull.base, "label": f"{owner}:{pull.base}"},
+            "head": {"ref": pull.head, "label": f"{owner}:{pull.head}",
+                     "repo": {"full_name": repo.path}},
+            "base": {"ref": pull.base, "label": f"{owner}:{pull.base}",
+                     "repo": {"full_name": repo.path}},
             "html_url": f"{self.web_url}/{repo.path}/pulls/{pull.number}",
             "created_at": pull.created_at,
         }

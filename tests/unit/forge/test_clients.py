@@ -1,0 +1,138 @@
+"""Tests of the host-side forge REST clients against the fake forge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from devaipod.config import ForgeKind, ForgeSettings, parse_config
+from devaipod.errors import UserError
+from devaipod.forge.clients import client_for
+from devaipod.forge.tokens import ForgeToken
+from devaipod.forge.urls import parse_forge_url
+from support.fake_forge import FakeForge
+
+KINDS: list[ForgeKind] = ["github", "gitlab", "forgejo"]
+REPO = {"github": "Octo/Hello", "gitlab": "group/sub/hello", "forgejo": "octo/hello"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _issue_url(forge: FakeForge, number: int, *, pull: bool = False) -> str:
+    repo = REPO[forge.kind]
+    if forge.kind == "gitlab":
+        section = "-/merge_requests" if pull else "-/issues"
+    elif forge.kind == "github":
+        section = "pull" if pull else "issues"
+    else:
+        section = "pulls" if pull else "issues"
+    return f"{forge.web_url}/{repo}/{section}/{number}"
+
+
+def _settings(forge: FakeForge) -> ForgeSettings:
+    config = parse_config(
+        f'[forges."{forge.host}"]\nkind = "{forge.kind}"\napi_url = "{forge.api_url}"\n', "t"
+    )
+    settings = config.forge_settings(forge.host)
+    assert settings is not None
+    return settings
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_client_reads_issue_with_comments(kind: ForgeKind,
+                                                http: aiohttp.ClientSession) -> None:
+    async with FakeForge(kind) as forge:
+        forge.add_repo(REPO[kind], default_branch="trunk")
+        forge.add_issue(REPO[kind], "Crash on start", "Steps to reproduce", labels=["bug", "p1"])
+        for index in range(130):
+            forge.add_comment(REPO[kind], 1, f"comment {index}", author="bob")
+        settings = _settings(forge)
+        parsed = parse_forge_url(_issue_url(forge, 1), parse_config(
+            f'[forges."{forge.host}"]\nkind = "{kind}"\n', "t"))
+        client = client_for(parsed, settings, ForgeToken(forge.token, "test"), http)
+
+        issue = await client.item(parsed)
+        repository = await client.repository(parsed.repo_path)
+
+    assert issue.title == "Crash on start"
+    assert issue.body == "Steps to reproduce"
+    assert issue.labels == ["bug", "p1"]
+    assert issue.state == "open"
+    assert issue.author == "alice"
+    assert issue.is_pull_request is False
+    assert len(issue.comments) == 130
+    assert issue.comments[0].body == "comment 0"
+    assert issue.comments[-1].author == "bob"
+    assert repository.default_branch == "trunk"
+    assert repository.id == 101
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_client_reads_pull_request_branches(kind: ForgeKind,
+                                                  http: aiohttp.ClientSession) -> None:
+    async with FakeForge(kind) as forge:
+        forge.add_repo(REPO[kind])
+        pull = forge.add_pull_request(REPO[kind], "Add feature", head="feature/x", base="main",
+                                      body="Implements x")
+        forge.add_comment(REPO[kind], pull.number, "LGTM", on_merge_request=kind == "gitlab")
+        parsed = parse_forge_url(_issue_url(forge, pull.number, pull=True), parse_config(
+            f'[forges."{forge.host}"]\nkind = "{kind}"\n', "t"))
+        client = client_for(parsed, _settings(forge), ForgeToken(forge.token, "test"), http)
+
+        details = await client.item(parsed)
+
+    assert details.is_pull_request is True
+    assert details.title == "Add feature"
+    assert details.body == "Implements x"
+    assert details.head_branch == "feature/x"
+    assert details.base_branch == "main"
+    assert details.head_in_same_repository is True
+    assert [comment.body for comment in details.comments] == ["LGTM"]
+
+
+async def test_client_bad_token_is_user_error(http: aiohttp.ClientSession) -> None:
+    async with FakeForge("github") as forge:
+        forge.add_repo("o/r")
+        parsed = parse_forge_url(f"{forge.web_url}/o/r", parse_config(
+            f'[forges."{forge.host}"]\nkind = "github"\n', "t"))
+        client = client_for(parsed, _settings(forge), ForgeToken("wrong", "$GH_TOKEN"), http)
+
+        with pytest.raises(UserError) as raised:
+            await client.repository("o/r")
+
+    assert "401" in raised.value.message
+    assert "$GH_TOKEN" in raised.value.message
+    assert "wrong" not in raised.value.render()
+
+
+async def test_client_missing_issue_is_404(http: aiohttp.ClientSession) -> None:
+    async with FakeForge("forgejo") as forge:
+        forge.add_repo("o/r")
+        parsed = parse_forge_url(f"{forge.web_url}/o/r/issues/9", parse_config(
+            f'[forges."{forge.host}"]\nkind = "forgejo"\n', "t"))
+        client = client_for(parsed, _settings(forge), ForgeToken(forge.token, "t"), http)
+
+        with pytest.raises(UserError) as raised:
+            await client.item(parsed)
+
+    assert "404" in raised.value.message
+
+
+async def test_client_without_token_reads_public(http: aiohttp.ClientSession) -> None:
+    async with FakeForge("gitlab", anonymous_reads=True) as forge:
+        forge.add_repo("g/p", default_branch="develop")
+        parsed = parse_forge_url(f"{forge.web_url}/g/p", parse_config(
+            f'[forges."{forge.host}"]\nkind = "gitlab"\n', "t"))
+        client = client_for(parsed, _settings(forge), None, http)
+
+        repository = await client.repository("g/p")
+
+    assert repository.default_branch == "develop"
+    assert "PRIVATE-TOKEN" not in forge.requests[0].headers
+    assert forge.requests[0].raw_path == "/api/v4/projects/g%2Fp"
