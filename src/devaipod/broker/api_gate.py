@@ -20,8 +20,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from devaipod.broker.api_normalise import MAX_BODY_BYTES
 from devaipod.broker.api_policy import (
-    MAX_BODY_BYTES,
     ApiRequest,
     Decision,
     GateContext,
@@ -30,7 +30,7 @@ from devaipod.broker.api_policy import (
     decide,
 )
 from devaipod.broker.audit import AuditLog, AuditWriteError
-from devaipod.config import ForgeKind
+from devaipod.forge.clients import auth_headers
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ _RESPONSE_HEADERS = frozenset({
 
 @dataclass(frozen=True)
 class ForgeUpstream:
-    """Where and how the gate reaches one forge's API."""
+    """The address and token the gate uses to reach one forge's API."""
 
     api_base: str  # REST API base URL, no trailing slash
     token: str = field(repr=False)
@@ -66,15 +66,6 @@ class ApiGate:
     context: GateContext
     upstream: ForgeUpstream
     state: SessionState = field(default_factory=SessionState)
-
-
-def upstream_auth_headers(kind: ForgeKind, token: str) -> dict[str, str]:
-    """Return the header that carries `token` to a forge of `kind`."""
-    if kind == "gitlab":
-        return {"PRIVATE-TOKEN": token}
-    if kind == "forgejo":
-        return {"Authorization": f"token {token}"}
-    return {"Authorization": f"Bearer {token}"}
 
 
 def presented_credential(headers: Mapping[str, str]) -> str | None:
@@ -205,7 +196,7 @@ class _GateHandler:
         target = self._upstream_url(gate.upstream, upstream)
         headers = {
             **upstream.headers,
-            **upstream_auth_headers(gate.context.kind, gate.upstream.token),
+            **auth_headers(gate.context.kind, gate.upstream.token),
             "User-Agent": USER_AGENT,
         }
         assert self._client is not None
@@ -231,7 +222,7 @@ class _GateHandler:
         gate.state.finish(decision, status, parsed)
 
         if 300 <= status < 400:
-            reason = f"the forge answered with redirect {status}, which the broker does not follow"
+            reason = f"the forge returned redirect {status}, which the broker does not follow"
             self._record_response(decision, host, status, reason)
             return _json_error(502, reason)
         if len(payload) > MAX_RESPONSE_BYTES:

@@ -15,6 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from devaipod.broker.api_normalise import (
+    Denied,
+    normalise_headers,
+    normalise_path,
+    normalise_query,
+    parse_json_body,
+)
 from devaipod.config import ForgeKind, UserConfig, config_path
 from devaipod.errors import UserError
 from devaipod.forge.urls import parse_forge_url
@@ -22,8 +29,6 @@ from devaipod.scope.model import RepoOutput, Scope
 
 Permission = Literal["read", "comment", "edit-own", "minimize-own"]
 
-# Request bodies larger than this are denied; comment and pull request bodies are far smaller.
-MAX_BODY_BYTES = 1024 * 1024
 
 # GitHub's ReportedContentClassifiers values.
 MINIMIZE_CLASSIFIERS = frozenset(
@@ -38,38 +43,6 @@ MINIMIZE_MUTATION = (
     "minimizedComment { isMinimized minimizedReason } } }"
 )
 
-# Headers whose presence denies the request: impersonation, one-time passwords and
-# method overrides that would make the forge run another operation than the one checked.
-_DENIED_HEADERS = frozenset({
-    "sudo", "x-forgejo-otp", "x-gitea-otp", "x-http-method-override", "x-http-method",
-    "x-method-override",
-})
-# Headers that carry the agent's session credential. They are checked by the gate's
-# server and then dropped here, so the agent's value never reaches the forge.
-STRIPPED_AUTH_HEADERS = frozenset({
-    "authorization", "private-token", "job-token", "cookie", "proxy-authorization",
-})
-# Request headers passed to the forge; every other header is dropped.
-_FORWARDED_HEADERS = frozenset({
-    "accept", "x-github-api-version", "if-none-match", "if-modified-since",
-})
-# Query parameters that carry credentials or impersonation, denied on every request.
-_DENIED_QUERY_PARAMETERS = frozenset({"sudo", "private_token", "access_token", "token",
-                                      "job_token"})
-_READ_QUERY_PARAMETERS: dict[ForgeKind, frozenset[str]] = {
-    "github": frozenset({"page", "per_page", "since"}),
-    "gitlab": frozenset({"page", "per_page", "sort", "order_by"}),
-    "forgejo": frozenset({"page", "limit", "since", "before"}),
-}
-_QUERY_VALUE = {
-    "page": re.compile(r"^[0-9]{1,6}$"),
-    "per_page": re.compile(r"^[0-9]{1,3}$"),
-    "limit": re.compile(r"^[0-9]{1,3}$"),
-    "since": re.compile(r"^[0-9T:.+Z-]{1,40}$"),
-    "before": re.compile(r"^[0-9T:.+Z-]{1,40}$"),
-    "sort": re.compile(r"^(asc|desc)$"),
-    "order_by": re.compile(r"^(created_at|updated_at)$"),
-}
 _PULL_REQUEST_KEYS: dict[ForgeKind, frozenset[str]] = {
     "github": frozenset({"title", "body", "head", "base", "draft"}),
     "forgejo": frozenset({"title", "body", "head", "base"}),
@@ -81,7 +54,6 @@ _GITLAB_DRAFT_TITLE = re.compile(r"^\s*(draft:|\[draft\]|\(draft\))", re.IGNOREC
 _FORGEJO_DRAFT_TITLE = re.compile(r"^\s*(wip:|\[wip\])", re.IGNORECASE)
 # Numbers in canonical form only: "007" is denied rather than forwarded as another spelling.
 _NUMBER = re.compile(r"^(0|[1-9][0-9]{0,9})$")
-_HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,200}$")
 
 
 # --- inputs and outputs -----------------------------------------------------------------
@@ -139,7 +111,7 @@ class ScopedRepo:
 
 @dataclass(frozen=True)
 class GateContext:
-    """What the gate for one forge host allows: its kind and the scoped repositories."""
+    """The policy input for one forge host: its kind and the scoped repositories."""
 
     kind: ForgeKind
     host: str
@@ -227,7 +199,7 @@ class OwnComment:
 
 @dataclass
 class SessionState:
-    """What this session created on the forge, updated from the forge's responses."""
+    """The comments and pull requests this session created, updated from forge responses."""
 
     own_comments: dict[tuple[str, int], OwnComment] = field(default_factory=dict)
     pull_requests: dict[str, list[int]] = field(default_factory=dict)
@@ -243,7 +215,7 @@ class SessionState:
         return len(self.pull_requests.get(key, [])) + self.pending_pull_requests.get(key, 0)
 
     def owns_pull_request(self, repo: ScopedRepo, number: int) -> bool:
-        """Whether this session created pull/merge request `number` in `repo`."""
+        """Return True when this session created pull/merge request `number` in `repo`."""
         return number in self.pull_requests.get(repo.path.casefold(), [])
 
     def begin(self, decision: Decision) -> None:
@@ -283,14 +255,7 @@ class SessionState:
                 self.own_comments.pop((key, decision.comment_id), None)
 
 
-# --- normalisation ----------------------------------------------------------------------
-
-
-class _Denied(Exception):
-    def __init__(self, reason: str, operation: str = "unknown") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.operation = operation
+# --- the normalised request ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -300,135 +265,6 @@ class _Normalised:
     query: dict[str, str]
     headers: dict[str, str]
     body: dict[str, Any] | None
-
-
-def normalise_path(kind: ForgeKind, raw_path: str) -> list[str]:
-    """Split a raw API path into segments, percent-decoded once.
-
-    Repeated and trailing slashes are dropped. Dot segments, double encoding,
-    backslashes, control characters and encoded slashes are denied, except the
-    encoded slashes of a GitLab project path (`/projects/group%2Fproject`).
-    Raises _Denied.
-    """
-    if not raw_path.startswith("/"):
-        raise _Denied("the path does not start with /")
-    if not raw_path.isascii() or any(ord(char) < 0x21 or char in "\\#" for char in raw_path):
-        raise _Denied("the path contains non-ASCII, control, backslash or # characters")
-
-    segments: list[str] = []
-    for raw_segment in raw_path.split("/"):
-        if raw_segment == "":
-            continue
-        try:
-            segment = urllib.parse.unquote(raw_segment, errors="strict")
-        except UnicodeDecodeError:
-            raise _Denied(f"path segment {raw_segment!r} is not UTF-8 after decoding") from None
-        if segment in (".", ".."):
-            raise _Denied("the path contains a dot segment")
-        if "%" in segment:
-            raise _Denied(f"path segment {raw_segment!r} is percent-encoded twice")
-        if any(ord(char) < 0x21 or char == "\\" for char in segment):
-            raise _Denied(f"path segment {raw_segment!r} decodes to a control or space character")
-        is_gitlab_project = kind == "gitlab" and len(segments) == 1 and segments[0] == "projects"
-        if "/" in segment and not is_gitlab_project:
-            raise _Denied(f"path segment {raw_segment!r} contains an encoded slash")
-        if is_gitlab_project and any(part in ("", ".", "..") for part in segment.split("/")):
-            raise _Denied(f"project path {segment!r} contains an empty or dot segment")
-        segments.append(segment)
-    return segments
-
-
-def normalise_query(kind: ForgeKind, query: str, *, is_write: bool) -> dict[str, str]:
-    """Parse the query string and keep only the known read parameters.
-
-    Writes take no query (GitLab would read write parameters from it). Credential
-    and impersonation parameters, repeated keys and unknown keys are denied.
-    Raises _Denied.
-    """
-    if not query:
-        return {}
-    try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True,
-                                       errors="strict")
-    except (ValueError, UnicodeDecodeError):
-        raise _Denied("the query string is malformed") from None
-
-    parameters: dict[str, str] = {}
-    for name, value in pairs:
-        folded = name.casefold()
-        if folded in _DENIED_QUERY_PARAMETERS:
-            raise _Denied(f"query parameter {name!r} is denied (credentials or impersonation)")
-        if is_write:
-            raise _Denied(f"query parameter {name!r} on a write request")
-        if name not in _READ_QUERY_PARAMETERS[kind]:
-            raise _Denied(f"query parameter {name!r} is not allowed")
-        if name in parameters:
-            raise _Denied(f"query parameter {name!r} is repeated")
-        if not _QUERY_VALUE[name].match(value):
-            raise _Denied(f"query parameter {name!r} has an invalid value")
-        parameters[name] = value
-    return parameters
-
-
-def normalise_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Return the headers to forward, dropping the agent's credential headers.
-
-    Impersonation (`Sudo`), one-time-password and method-override headers are
-    denied. Raises _Denied.
-    """
-    forwarded: dict[str, str] = {}
-    for name, value in headers:
-        folded = name.casefold()
-        if folded in _DENIED_HEADERS:
-            raise _Denied(f"header {name!r} is denied (impersonation or method override)")
-        if folded in _FORWARDED_HEADERS:
-            if not _HEADER_VALUE.match(value):
-                raise _Denied(f"header {name!r} has an invalid value")
-            forwarded[folded] = value
-    return forwarded
-
-
-def parse_json_body(method: str, headers: Sequence[tuple[str, str]], body: bytes
-                    ) -> dict[str, Any] | None:
-    """Parse a write's JSON object body; reads and deletes must have none.
-
-    Bodies over MAX_BODY_BYTES, non-JSON content types, duplicate keys and
-    non-object documents are denied. Raises _Denied.
-    """
-    if len(body) > MAX_BODY_BYTES:
-        raise _Denied(f"the request body is larger than {MAX_BODY_BYTES} bytes")
-    if method in ("GET", "DELETE"):
-        if body:
-            raise _Denied(f"a {method} request must not have a body")
-        return None
-    if not body:
-        return None
-
-    content_type = next((value for name, value in headers if name.casefold() == "content-type"),
-                        "")
-    media_type = content_type.split(";", 1)[0].strip().casefold()
-    if media_type != "application/json":
-        raise _Denied(f"a write must have Content-Type application/json, not {media_type!r}")
-
-    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise _Denied(f"the JSON body repeats the key {key!r}")
-            result[key] = value
-        return result
-
-    def reject_constant(name: str) -> None:
-        raise _Denied(f"the JSON body contains {name}")
-
-    try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=reject_duplicates,
-                              parse_constant=reject_constant)
-    except (UnicodeDecodeError, ValueError):
-        raise _Denied("the request body is not valid UTF-8 JSON") from None
-    if not isinstance(document, dict):
-        raise _Denied("the JSON body must be an object")
-    return document
 
 
 # --- the decision -----------------------------------------------------------------------
@@ -441,7 +277,7 @@ def decide(
     try:
         method = request.method.upper()
         if method not in ("GET", "POST", "PATCH", "PUT", "DELETE"):
-            raise _Denied(f"method {request.method!r} is not allowed")
+            raise Denied(f"method {request.method!r} is not allowed")
         is_write = method != "GET"
         normalised = _Normalised(
             method=method,
@@ -453,7 +289,7 @@ def decide(
         if context.kind == "gitlab":
             return _decide_gitlab(context, state, normalised)
         return _decide_owner_repo(context, state, normalised)
-    except _Denied as denied:
+    except Denied as denied:
         return Decision(allowed=False, reason=denied.reason, operation=denied.operation)
 
 
@@ -462,14 +298,14 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
     """Decide a GitHub or Forgejo request (`/repos/{owner}/{repo}/...`)."""
     segments = request.segments
     if segments == ["graphql"]:
-        raise _Denied("raw GraphQL is denied; minimise an own comment with POST "
+        raise Denied("raw GraphQL is denied; minimise an own comment with POST "
                       f"/repos/OWNER/REPO/issues/comments/ID/{MINIMIZE_VERB}", "graphql")
     if len(segments) < 3 or segments[0] != "repos":
-        raise _Denied("no rule allows this path")
+        raise Denied("no rule allows this path")
 
     repo = context.find_repo(f"{segments[1]}/{segments[2]}")
     if repo is None:
-        raise _Denied(f"repository {segments[1]}/{segments[2]} is not in the scope")
+        raise Denied(f"repository {segments[1]}/{segments[2]} is not in the scope")
     rest = segments[3:]
     method = request.method
     issue = _item_permissions(context, repo, on_merge_request=False)
@@ -480,7 +316,7 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
         case ("GET", ["issues", number]):
             item = _number(number)
             if "read" not in issue(item) and not state.owns_pull_request(repo, item):
-                raise _Denied(f"issue {item} is not attached to the session", "read-issue")
+                raise Denied(f"issue {item} is not attached to the session", "read-issue")
             return _allow(context, repo, request, "read-issue", rest, number=item)
         case ("GET", ["issues", number, "comments"]):
             item = _require(issue(_number(number)), "read", "list-comments", _number(number))
@@ -510,30 +346,30 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
             item = _number(number)
             attached = "read" in repo.pull_requests.get(item, frozenset())
             if not attached and not state.owns_pull_request(repo, item):
-                raise _Denied(f"pull request {item} is not attached to the session",
+                raise Denied(f"pull request {item} is not attached to the session",
                               "read-pull-request")
             return _allow(context, repo, request, "read-pull-request", rest, number=item)
         case ("POST", ["pulls"]):
             body = _pull_request_body(context.kind, state, repo, request.body)
             return _allow(context, repo, request, "create-pull-request", rest, body=body)
-    raise _Denied(f"no rule allows {method} on this path")
+    raise Denied(f"no rule allows {method} on this path")
 
 
 def _decide_gitlab(context: GateContext, state: SessionState, request: _Normalised) -> Decision:
     """Decide a GitLab request (`/projects/:id/...`, id numeric or the URL-encoded path)."""
     segments = request.segments
     if len(segments) < 2 or segments[0] != "projects":
-        raise _Denied("no rule allows this path")
+        raise Denied("no rule allows this path")
 
     project = segments[1]
     if _NUMBER.match(project):
         repo = context.find_project_id(int(project))
         if repo is None:
-            raise _Denied(f"project id {project} is not the pinned id of a scoped project")
+            raise Denied(f"project id {project} is not the pinned id of a scoped project")
     else:
         repo = context.find_repo(project)
         if repo is None:
-            raise _Denied(f"project {project} is not in the scope")
+            raise Denied(f"project {project} is not in the scope")
     rest = segments[2:]
     method = request.method
 
@@ -551,13 +387,13 @@ def _decide_gitlab(context: GateContext, state: SessionState, request: _Normalis
             operation = "read-pull-request" if on_mr else "read-issue"
             if "read" not in permissions and not owned:
                 noun = "merge request" if on_mr else "issue"
-                raise _Denied(f"{noun} {item} is not attached to the session", operation)
+                raise Denied(f"{noun} {item} is not attached to the session", operation)
             return _allow(context, repo, request, operation, rest, number=item,
                           on_merge_request=on_mr)
         case (_, [("issues" | "merge_requests") as section, number, "notes", *note]):
             return _gitlab_note(context, state, repo, request, section == "merge_requests",
                                 _number(number), note)
-    raise _Denied(f"no rule allows {method} on this path")
+    raise Denied(f"no rule allows {method} on this path")
 
 
 def _gitlab_note(
@@ -570,7 +406,7 @@ def _gitlab_note(
 
     match (method, note):
         case ("POST", [_, verb]) if verb == MINIMIZE_VERB:
-            raise _Denied("gitlab has no API to minimise a note; edit or delete it",
+            raise Denied("gitlab has no API to minimise a note; edit or delete it",
                           "minimize-comment")
         case ("GET", []):
             _require(permissions, "read", "list-comments", item)
@@ -589,13 +425,13 @@ def _gitlab_note(
             operation = "edit-comment" if method == "PUT" else "delete-comment"
             comment_id, comment = _own_comment(state, repo, note_id, operation)
             if comment.number != item or comment.on_merge_request != on_mr:
-                raise _Denied(f"note {comment_id} belongs to another issue or merge request",
+                raise Denied(f"note {comment_id} belongs to another issue or merge request",
                               operation)
             _require(permissions, "edit-own", operation, item)
             edited = _comment_body(request.body, operation) if method == "PUT" else None
             return _allow(context, repo, request, operation, rest, number=item,
                           on_merge_request=on_mr, comment_id=comment_id, body=edited)
-    raise _Denied(f"no rule allows {method} on this note path")
+    raise Denied(f"no rule allows {method} on this note path")
 
 
 def _minimize(
@@ -605,20 +441,20 @@ def _minimize(
     """Build GitHub's minimizeComment mutation for an own comment; other forges have none."""
     operation = "minimize-comment"
     if context.kind != "github":
-        raise _Denied(f"{context.kind} has no API to minimise a comment; edit or delete it",
+        raise Denied(f"{context.kind} has no API to minimise a comment; edit or delete it",
                       operation)
     comment_number, comment = _own_comment(state, repo, comment_id, operation)
     _require(issue(comment.number), "minimize-own", operation, comment.number)
     if comment.node_id is None:
-        raise _Denied(f"the GraphQL id of comment {comment_number} is unknown", operation)
+        raise Denied(f"the GraphQL id of comment {comment_number} is unknown", operation)
 
     body = request.body or {}
     if set(body) - {"classifier"}:
-        raise _Denied(f"minimise body keys {sorted(set(body) - {'classifier'})} are not allowed",
+        raise Denied(f"minimise body keys {sorted(set(body) - {'classifier'})} are not allowed",
                       operation)
     classifier = body.get("classifier", "OUTDATED")
     if classifier not in MINIMIZE_CLASSIFIERS:
-        raise _Denied(f"classifier {classifier!r} is not one of {sorted(MINIMIZE_CLASSIFIERS)}",
+        raise Denied(f"classifier {classifier!r} is not one of {sorted(MINIMIZE_CLASSIFIERS)}",
                       operation)
 
     graphql = {"query": MINIMIZE_MUTATION,
@@ -660,14 +496,14 @@ def _require(permissions: frozenset[Permission], permission: Permission, operati
              number: int) -> int:
     if permission not in permissions:
         if not permissions:
-            raise _Denied(f"#{number} is not attached to the session", operation)
-        raise _Denied(f"the scope does not grant {permission!r} on #{number}", operation)
+            raise Denied(f"#{number} is not attached to the session", operation)
+        raise Denied(f"the scope does not grant {permission!r} on #{number}", operation)
     return number
 
 
 def _number(text: str) -> int:
     if not _NUMBER.match(text):
-        raise _Denied(f"{text!r} is not a number")
+        raise Denied(f"{text!r} is not a number")
     return int(text)
 
 
@@ -676,16 +512,16 @@ def _own_comment(state: SessionState, repo: ScopedRepo, text: str, operation: st
     comment_id = _number(text)
     comment = state.own_comment(repo, comment_id)
     if comment is None:
-        raise _Denied(f"comment {comment_id} was not created by this session", operation)
+        raise Denied(f"comment {comment_id} was not created by this session", operation)
     return comment_id, comment
 
 
 def _comment_body(body: dict[str, Any] | None, operation: str) -> dict[str, Any]:
     if body is None or set(body) != {"body"}:
         keys = sorted(body) if body else []
-        raise _Denied(f"a comment body must have exactly the key 'body', not {keys}", operation)
+        raise Denied(f"a comment body must have exactly the key 'body', not {keys}", operation)
     if not isinstance(body["body"], str) or not body["body"].strip():
-        raise _Denied("the comment body must be a non-empty string", operation)
+        raise Denied("the comment body must be a non-empty string", operation)
     return {"body": body["body"]}
 
 
@@ -695,14 +531,14 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
     operation = "create-pull-request"
     output = repo.output
     if output is None or not output.createPullRequest:
-        raise _Denied(f"the scope does not allow opening a pull request in {repo.path}", operation)
+        raise Denied(f"the scope does not allow opening a pull request in {repo.path}", operation)
     if body is None:
-        raise _Denied("a pull request needs a JSON body", operation)
+        raise Denied("a pull request needs a JSON body", operation)
     unknown = sorted(set(body) - _PULL_REQUEST_KEYS[kind])
     if unknown:
-        raise _Denied(f"pull request body keys {unknown} are not allowed", operation)
+        raise Denied(f"pull request body keys {unknown} are not allowed", operation)
     if state.pull_request_count(repo) >= output.maxPullRequests:
-        raise _Denied(f"the scope allows at most {output.maxPullRequests} pull request(s) "
+        raise Denied(f"the scope allows at most {output.maxPullRequests} pull request(s) "
                       f"in {repo.path}", operation)
 
     head_key, base_key, text_key = (
@@ -711,27 +547,27 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
     )
     title = body.get("title")
     if not isinstance(title, str) or not title.strip():
-        raise _Denied("the pull request title must be a non-empty string", operation)
+        raise Denied("the pull request title must be a non-empty string", operation)
     text = body.get(text_key, "")
     if not isinstance(text, str):
-        raise _Denied(f"the pull request {text_key} must be a string", operation)
+        raise Denied(f"the pull request {text_key} must be a string", operation)
 
     head = body.get(head_key)
     if not isinstance(head, str) or not _is_session_branch(kind, repo, output, head):
-        raise _Denied(f"{head_key} {head!r} is not the session's branch {output.targetBranch!r}",
+        raise Denied(f"{head_key} {head!r} is not the session's branch {output.targetBranch!r}",
                       operation)
 
     expected_base = output.baseBranch or repo.default_branch
     if expected_base is None:
-        raise _Denied("the default branch was not resolved at session start", operation)
+        raise Denied("the default branch was not resolved at session start", operation)
     if body.get(base_key) != expected_base:
-        raise _Denied(f"{base_key} {body.get(base_key)!r} is not {expected_base!r}", operation)
+        raise Denied(f"{base_key} {body.get(base_key)!r} is not {expected_base!r}", operation)
 
     draft = body.get("draft")
     if draft is not None and not isinstance(draft, bool):
-        raise _Denied("draft must be true or false", operation)
+        raise Denied("draft must be true or false", operation)
     if output.draft and draft is False:
-        raise _Denied("the scope requires a draft pull request", operation)
+        raise Denied("the scope requires a draft pull request", operation)
     make_draft = output.draft or draft is True
 
     result: dict[str, Any] = {"title": title, head_key: output.targetBranch,
@@ -748,7 +584,7 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
 
 
 def _is_session_branch(kind: ForgeKind, repo: ScopedRepo, output: RepoOutput, head: str) -> bool:
-    """Whether `head` names the output branch: `branch`, or `owner:branch` on GitHub and Forgejo.
+    """Return True when `head` is the output branch, as `branch` or GitHub/Forgejo `owner:branch`.
 
     Owners compare without case because both forges ignore it; branch names are exact.
     """
