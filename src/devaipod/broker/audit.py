@@ -276,19 +276,32 @@ def _line_problem(line: bytes, expected_prev: str, number: int) -> str | None:
 def verify_chain(path: Path) -> VerifyResult:
     """Check every line's hash and its link to the previous line; report the first bad line.
 
-    Raises OSError when the file cannot be read.
+    Reads the file line by line, so the log's size does not bound memory. Raises OSError
+    when the file cannot be read.
     """
-    lines, truncated = _split_lines(path.read_bytes())
     expected_prev = CHAIN_START
-    for number, line in enumerate(lines, start=1):
-        if truncated and number == len(lines):
-            reason = f"line {number} is incomplete (no newline at the end of the file)"
-            return VerifyResult(ok=False, lines=len(lines), first_bad_line=number, reason=reason)
+    number = 0
+    first_bad: tuple[int, str] | None = None
+    with path.open("rb") as handle:
+        for raw_line in handle:
+            number += 1
+            if first_bad is not None:
+                continue
+            if not raw_line.endswith(b"\n"):
+                reason = f"line {number} is incomplete (no newline at the end of the file)"
+                first_bad = (number, reason)
+                continue
 
-        problem = _line_problem(line, expected_prev, number)
-        if problem:
-            return VerifyResult(ok=False, lines=len(lines), first_bad_line=number, reason=problem)
-        expected_prev = _sha256_hex(line)
+            line = raw_line[:-1]
+            problem = _line_problem(line, expected_prev, number)
+            if problem:
+                first_bad = (number, problem)
+                continue
+            expected_prev = _sha256_hex(line)
 
-    reason = f"{len(lines)} lines, hash chain intact"
-    return VerifyResult(ok=True, lines=len(lines), first_bad_line=None, reason=reason)
+    if first_bad is not None:
+        bad_line, reason = first_bad
+        return VerifyResult(ok=False, lines=number, first_bad_line=bad_line, reason=reason)
+    return VerifyResult(
+        ok=True, lines=number, first_bad_line=None, reason=f"{number} lines, hash chain intact"
+    )

@@ -131,6 +131,19 @@ class Scope(_ScopeModel):
     attachedContexts: list[AttachedContext] = Field(default_factory=list)
     network: NetworkScope = Field(default_factory=NetworkScope)
 
+    @model_validator(mode="after")
+    def _check_unique_repos(self) -> Scope:
+        first_index: dict[str, int] = {}
+        for index, repo in enumerate(self.repos):
+            key = repo.input.url.rstrip("/").removesuffix(".git").lower()
+            if key in first_index:
+                raise ValueError(
+                    f"repos[{index}].input.url {repo.input.url!r} repeats "
+                    f"repos[{first_index[key]}]; list each repository once"
+                )
+            first_index[key] = index
+        return self
+
 
 def _field_path(location: tuple[int | str, ...]) -> str:
     path = ""
@@ -139,7 +152,7 @@ def _field_path(location: tuple[int | str, ...]) -> str:
             path += f"[{part}]"
         else:
             path += f".{part}" if path else part
-    return path or "(top level)"
+    return path
 
 
 def _describe_problem(error: dict[str, object]) -> str:
@@ -158,7 +171,8 @@ def _validation_message(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         location = tuple(item["loc"])
-        problems.append(f"{_field_path(location)}: {_describe_problem(dict(item))}")
+        problem = _describe_problem(dict(item))
+        problems.append(f"{_field_path(location)}: {problem}" if location else problem)
 
     shown = "; ".join(problems[:_MAX_REPORTED_PROBLEMS])
     hidden = len(problems) - _MAX_REPORTED_PROBLEMS

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devaipod.broker.pktline import Data, Flush, PktLineReader
 from devaipod.broker.receive_pack import Command, ReceivePackParser
@@ -308,3 +310,45 @@ def test_report_status_keeps_ref_bytes() -> None:
     report = encode_report_status(decision)
 
     assert report_lines(report)[1] == b"ng refs/heads/\xff bad?line\n"
+
+
+# Hypothesis: whatever the commands, a push is allowed only when every command creates or
+# fast-forwards exactly the output branch, and the decision is all-or-nothing.
+
+policy_oids = st.sampled_from([ZERO, OLD, NEW, TIP])
+policy_refs = st.sampled_from(
+    [
+        TARGET,
+        "refs/heads/main",
+        "refs/tags/v1",
+        "refs/heads/devaipod/issue-4",
+        "HEAD",
+        TARGET + "/x",
+    ]
+)
+
+
+@given(
+    st.lists(st.tuples(policy_oids, policy_oids, policy_refs), max_size=4),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, TIP, NEW]),
+)
+def test_property_all_or_nothing(
+    items: list[tuple[str, str, str]], ancestor: bool, force: bool, tip: str | None
+) -> None:
+    commands = [Command(old, new, ref) for old, new, ref in items]
+    tips = {TARGET: tip} if tip else {}
+    output = FORCE_OUTPUT if force else OUTPUT
+
+    decision = decide_push(commands, ["report-status"], output, tips, lambda a, d: ancestor)
+
+    assert len(decision.refs) == len(commands)
+    assert all(ref.allowed == decision.allowed for ref in decision.refs)
+    if decision.allowed:
+        assert all(command.ref == TARGET for command in commands)
+        assert not any(command.is_delete for command in commands)
+        assert len(commands) <= 1
+    if commands and all(c.ref == TARGET and not c.is_delete for c in commands):
+        fast_forward = tip is None or tip == commands[0].new_oid or ancestor or force
+        assert decision.allowed == (len(commands) == 1 and fast_forward)
