@@ -27,10 +27,16 @@ from devaipod.broker.api_policy import (
     GateContext,
     SessionState,
     UpstreamRequest,
+    build_gate_context,
     decide,
 )
 from devaipod.broker.audit import AuditLog, AuditWriteError
-from devaipod.forge.clients import auth_headers
+from devaipod.config import UserConfig
+from devaipod.errors import UserError
+from devaipod.forge.clients import auth_headers, client_for
+from devaipod.forge.tokens import ForgeToken
+from devaipod.forge.urls import ForgeUrl, api_base_url, graphql_url, parse_forge_url
+from devaipod.scope.model import Scope
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,55 @@ class ApiGate:
     context: GateContext
     upstream: ForgeUpstream
     state: SessionState = field(default_factory=SessionState)
+
+
+async def prepare_gates(
+    scope: Scope,
+    config: UserConfig,
+    token: str,
+    http: aiohttp.ClientSession,
+) -> dict[str, ApiGate]:
+    """Build one gate per forge host in `scope`, with the facts pinned at session start.
+
+    Each scoped repository's default branch and numeric id (GitLab's project id)
+    are read from the forge with `token`. Raises UserError when a host is not
+    known or a repository cannot be read.
+    """
+    repos_by_host: dict[str, dict[str, ForgeUrl]] = {}
+    urls = [repo.input.url for repo in scope.repos]
+    urls += [attached.url for attached in scope.attachedContexts]
+    for url in urls:
+        parsed = parse_forge_url(url, config).without_item()
+        repos_by_host.setdefault(parsed.host, {}).setdefault(parsed.repo_path.casefold(), parsed)
+
+    gates: dict[str, ApiGate] = {}
+    for host, repos in repos_by_host.items():
+        settings = config.forge_settings(host)
+        if settings is None:
+            raise UserError(f"unknown forge host {host!r}", fix="declare it in the config file")
+        first = next(iter(repos.values()))
+        api_base = api_base_url(first, settings)
+        client = client_for(first, settings, ForgeToken(token, "the broker's forge token"), http)
+
+        default_branches: dict[str, str] = {}
+        project_ids: dict[str, int] = {}
+        for repo in repos.values():
+            info = await client.repository(repo.repo_path)
+            default_branches[repo.repo_path] = info.default_branch
+            if settings.kind == "gitlab":
+                project_ids[repo.repo_path] = info.id
+            log.info("pinned %s on %s: default branch %s, id %d", repo.repo_path, host,
+                     info.default_branch, info.id)
+
+        context = build_gate_context(scope, host, config, default_branches=default_branches,
+                                     project_ids=project_ids)
+        upstream = ForgeUpstream(
+            api_base=api_base,
+            token=token,
+            graphql_url=graphql_url(api_base) if settings.kind == "github" else None,
+        )
+        gates[host] = ApiGate(context=context, upstream=upstream)
+    return gates
 
 
 def presented_credential(headers: Mapping[str, str]) -> str | None:

@@ -13,10 +13,13 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from devaipod.broker.api_gate import ApiGate, ForgeUpstream, create_api_app
-from devaipod.broker.api_policy import decide
+from devaipod.broker.api_gate import ApiGate, ForgeUpstream, create_api_app, prepare_gates
+from devaipod.broker.api_policy import ApiRequest, decide
 from devaipod.broker.audit import AuditLog, read_entries, verify_chain
-from devaipod.config import ForgeKind
+from devaipod.config import ForgeKind, parse_config
+from devaipod.errors import UserError
+from devaipod.forge.urls import parse_forge_url
+from devaipod.scope.derive import derive_scope
 from support.fake_forge import FakeForge
 from support.forge_api_cases import (
     OUTPUT_BRANCH,
@@ -368,3 +371,54 @@ async def test_upstream_error_hides_token(tmp_path: Path) -> None:
     assert "forge-secret-token" not in text
     assert "[REDACTED]" in text
     assert "forge-secret-token" not in request_id
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_prepare_gates_pins_forge_facts(kind: ForgeKind, tmp_path: Path) -> None:
+    async with FakeForge(kind) as forge, aiohttp.ClientSession() as http:
+        project = forge.add_repo(REPO[kind], default_branch="trunk")
+        forge.add_issue(REPO[kind], "Bug")
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "{kind}"\napi_url = "{forge.api_url}"\n', "t")
+        issue_path = "-/issues/1" if kind == "gitlab" else "issues/1"
+        scope = derive_scope(parse_forge_url(f"{forge.web_url}/{REPO[kind]}/{issue_path}",
+                                             config))
+
+        gates = await prepare_gates(scope, config, forge.token, http)
+
+        gate = gates[forge.host]
+        repo = gate.context.repos[0]
+        assert list(gates) == [forge.host]
+        assert repo.default_branch == "trunk"
+        assert repo.project_id == (project.id if kind == "gitlab" else None)
+        assert repo.issues[1] == frozenset({"read", "comment", "edit-own", "minimize-own"})
+        assert gate.upstream.api_base == forge.api_url
+        assert (gate.upstream.graphql_url is not None) is (kind == "github")
+
+        body = allowed_pull_request_body(kind)
+        base_key = "target_branch" if kind == "gitlab" else "base"
+        path = ("/projects/group%2Fsub%2Fhello/merge_requests" if kind == "gitlab"
+                else f"/repos/{REPO[kind]}/pulls")
+        wrong = ApiRequest("POST", path, "", [("Content-Type", "application/json")],
+                           json.dumps(body).encode())
+        right = ApiRequest("POST", path, "", [("Content-Type", "application/json")],
+                           json.dumps(body | {base_key: "trunk"}).encode())
+        denied = decide(gate.context, gate.state, wrong)
+        allowed = decide(gate.context, gate.state, right)
+        assert not denied.allowed
+        assert allowed.allowed, allowed.reason
+        assert allowed.upstream is not None
+        if kind == "gitlab":
+            assert allowed.upstream.path == f"/projects/{project.id}/merge_requests"
+
+
+async def test_prepare_gates_missing_repo_fails(tmp_path: Path) -> None:
+    async with FakeForge("forgejo") as forge, aiohttp.ClientSession() as http:
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "forgejo"\napi_url = "{forge.api_url}"\n', "t")
+        scope = derive_scope(parse_forge_url(f"{forge.web_url}/o/absent/issues/1", config))
+
+        with pytest.raises(UserError) as raised:
+            await prepare_gates(scope, config, forge.token, http)
+
+    assert "404" in raised.value.message
