@@ -258,7 +258,7 @@ def test_clone_with_wrong_credential_fails(
     completed = _git(env, "clone", broker.clone_url(upstream), str(tmp_path / "work"))
 
     assert completed.returncode != 0
-    # After the 401 git asks for a user name, which GIT_TERMINAL_PROMPT=0 turns into an error.
+    # After the 401 git prompts for a user name, which GIT_TERMINAL_PROMPT=0 turns into an error.
     assert "could not read Username" in completed.stderr
     assert upstream.recorded() == []
     denials = [
@@ -559,3 +559,31 @@ async def test_force_push_allowed_by_scope(tmp_path: Path, upstream: GitHttpServ
     forced = [e for e in read_entries(audit_log) if e.get("new_oid") == rewritten]
     assert [e["decision"] for e in forced] == ["allow"]
     assert "force push allowed by the scope" in str(forced[0]["reason"])
+
+
+def test_large_push_streams_in_chunks(
+    tmp_path: Path, upstream: GitHttpServer, broker: Broker, agent_env: dict[str, str]
+) -> None:
+    """A push over http.postBuffer (1 MiB) goes out chunked after a probe request."""
+    work = _clone(broker, upstream, agent_env, tmp_path / "work")
+    (work / "large.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    run_git("add", "large.bin", cwd=work, env=agent_env)
+    run_git("commit", "--quiet", "-m", "Add a large file", cwd=work, env=agent_env)
+    new_oid = run_git("rev-parse", "HEAD", cwd=work, env=agent_env).stdout.strip()
+    refs_before = list_refs(_upstream_repo(upstream))
+    upstream.clear()
+
+    denied = _git(agent_env, "push", "origin", "HEAD:refs/heads/main", cwd=work)
+
+    assert denied.returncode != 0
+    assert "! [remote rejected]" in denied.stderr, denied.stderr
+    assert upstream.receive_pack_posts() == []
+    assert list_refs(_upstream_repo(upstream)) == refs_before
+
+    allowed = _git(agent_env, "push", "origin", f"HEAD:{TARGET_REF}", cwd=work)
+
+    assert allowed.returncode == 0, allowed.stderr
+    assert list_refs(_upstream_repo(upstream))[TARGET_REF] == new_oid
+    [forwarded] = upstream.receive_pack_posts()
+    assert forwarded.body_bytes > 3 * 1024 * 1024
+    assert "receive-pack probe" in broker.stderr_file.read_text()

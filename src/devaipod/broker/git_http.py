@@ -207,7 +207,7 @@ class GitHttpFrontend:
                     return web.Response(status=503, text="the broker cannot write its audit log\n")
                 if upstream.status != 200:
                     log.warning(
-                        "upstream %s answered HTTP %d to %s",
+                        "upstream %s returned HTTP %d to %s",
                         repo.key,
                         upstream.status,
                         target.endpoint,

@@ -1,11 +1,11 @@
 """The broker's receive-pack gate: the push advertisement shows only the output branch,
 and a push is parsed, checked per ref, and forwarded to the upstream only when allowed.
 
-Tradeoff: the push request is spooled to a temporary file on disk, not held in memory,
-because nothing may reach the upstream before the decision and the fast-forward check
-needs the pack indexed (in a quarantine next to a bare mirror of the upstream). A push
-therefore costs one extra write and read of the pack on the broker's disk, and the
-upstream starts receiving only after the client has sent everything. A push that the
+Tradeoff: the push request is spooled to a temporary file on disk, not held in memory.
+Nothing may reach the upstream before the decision, and the fast-forward check needs the
+pack indexed in a quarantine next to a bare mirror of the upstream. A push therefore
+costs one extra write and read of the pack on the broker's disk, and the upstream starts
+receiving only after the client has sent everything. A push that the
 ref names alone reject is drained without being written.
 """
 
@@ -50,7 +50,7 @@ from devaipod.scope.model import RepoOutput
 
 log = logging.getLogger(__name__)
 
-# Plain `side-band` packets carry at most 1000 bytes; `side-band-64k` ones 65520.
+# A plain `side-band` packet carries at most 1000 bytes, a `side-band-64k` packet 65520.
 _SIDEBAND_PACKET_LENGTH = 1000
 # Refspecs the mirror fetches before an ancestry check. The pushed pack may be thin
 # against any advertised tip (including `.have` lines), so the mirror needs them all.
@@ -59,7 +59,7 @@ _MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 
 @dataclass
 class ParsedPush:
-    """What the receive-pack request asked for, and where its pack sits in the spool file."""
+    """The head of a receive-pack request, and the position of its pack in the spool file."""
 
     commands: list[Command] = field(default_factory=list)
     capabilities: list[str] = field(default_factory=list)
@@ -69,7 +69,7 @@ class ParsedPush:
     pack_offset: int = 0
     pack_bytes: int = 0
     early_decision: PushDecision | None = None
-    """The rejection decided from the request head alone, if any; the body was then drained."""
+    """The rejection decided from the request head alone, if any (the body was then drained)."""
 
     @property
     def sideband_packet_length(self) -> int | None:
@@ -171,7 +171,7 @@ class PushGate:
         return True
 
     async def discovery(self, request: web.Request, repo: ScopedRepo) -> web.StreamResponse:
-        """Answer `info/refs?service=git-receive-pack` with only the output branch listed."""
+        """Serve `info/refs?service=git-receive-pack` listing only the output branch."""
         output = repo.scope.output
         assert output is not None
         try:
@@ -231,6 +231,14 @@ class PushGate:
                     log.warning("rejected a push to %s: %s", repo.key, reason)
                     self._record(repo, "deny", reason)
                     return web.Response(status=400, text=reason + "\n")
+
+                if not push.commands:
+                    # git sends a bare flush packet as a probe before a large push body, to
+                    # trigger authentication; it updates nothing, so the upstream never sees it.
+                    log.debug("answered a receive-pack probe for %s locally", repo.key)
+                    return web.Response(
+                        status=200, body=b"", content_type=f"application/x-{RECEIVE_PACK}-result"
+                    )
 
                 decision = push.early_decision or await self._decide(
                     request, repo, output, push, spool, work
@@ -303,7 +311,8 @@ class PushGate:
             log.error("audit log write failed for a push to %s: %s", repo.key, error)
             return False
         for ref in decision.refs:
-            log.info("push to %s %s %sed: %s", repo.key, ref.ref, verdict, ref.reason)
+            outcome = "allowed" if decision.allowed else "denied"
+            log.info("push to %s %s %s: %s", repo.key, ref.ref, outcome, ref.reason)
         return True
 
     def _report_rejection(self, push: ParsedPush, decision: PushDecision) -> web.Response:
@@ -345,13 +354,13 @@ class PushGate:
                 ) as upstream:
                     status = upstream.status
                     if status != 200:
-                        log.warning("upstream %s answered HTTP %d to a push", repo.key, status)
+                        log.warning("upstream %s returned HTTP %d to a push", repo.key, status)
                         return upstream_failure(status)
                     return await stream_back(request, upstream)
         except aiohttp.ClientError as error:
             log.warning("forwarding a push to %s failed: %s", repo.key, error)
             return web.Response(status=502, text="upstream request failed\n")
         finally:
-            # TODO: parse the upstream's report-status so the audit line says which refs the
+            # TODO: parse the upstream's report-status so the audit line records which refs the
             # upstream itself accepted; today it records the HTTP status only.
             self._record(repo, "allow", "push forwarded to the upstream", upstream_status=status)

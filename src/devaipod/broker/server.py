@@ -93,7 +93,7 @@ def _auth_middleware(config: BrokerConfig) -> Callable[..., Awaitable[web.Stream
         if credential_matches(authorization, config.session_credential):
             return await handler(request)
 
-        # git sends no credential until it sees a 401, so only a wrong credential is an
+        # git sends no credential until it receives a 401, so only a wrong credential is an
         # event worth auditing; a missing one is the normal first step.
         if authorization:
             log.warning(

@@ -28,7 +28,7 @@ _RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Cache-Control", "Expir
 
 
 class UpstreamStatusError(Exception):
-    """The upstream answered with an unexpected status or body."""
+    """The upstream returned an unexpected status or body."""
 
     def __init__(self, status: int, detail: str | None = None) -> None:
         super().__init__(f"HTTP {status}" + (f", {detail}" if detail else ""))
@@ -61,12 +61,12 @@ class UpstreamClient:
 
 
 def upstream_failure(status: int) -> web.Response:
-    """Return the reply git gets when the upstream did not answer 200."""
+    """Return the response git gets when the upstream did not return 200."""
     # A 401 from the upstream must not reach git as a 401, because git would then retry with
     # the session credential as if the broker had asked for it.
     if status == 404:
         return web.Response(status=404, text="repository not found upstream\n")
-    return web.Response(status=502, text=f"upstream answered HTTP {status}\n")
+    return web.Response(status=502, text=f"upstream returned HTTP {status}\n")
 
 
 async def stream_back(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:

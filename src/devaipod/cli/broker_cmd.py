@@ -114,13 +114,13 @@ def load_or_create_credential(path: Path) -> str:
 @click.option(
     "--audit-log",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Audit log file (JSON lines, appended).  [default: STATE_DIR/audit.jsonl]",
+    help="Audit log file (JSON lines, appended).  [default: audit.jsonl in --state-dir]",
 )
 @click.option(
     "--credential-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Session credential file; created with a random credential (mode 0600) if missing. "
-    " [default: STATE_DIR/credential]",
+    " [default: credential in --state-dir]",
 )
 @click.option(
     "--token-file",
@@ -133,8 +133,8 @@ def load_or_create_credential(path: Path) -> str:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for mirrors and spooled pushes.  [default: devaipod's state directory "
-    "/broker/SESSION]",
+    help="Directory for mirrors and spooled pushes.  [default: broker/SESSION in devaipod's "
+    "state directory]",
 )
 @click.option(
     "--upstream-user",

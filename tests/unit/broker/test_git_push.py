@@ -230,3 +230,12 @@ async def test_spool_drops_pack_of_rejected_push(tmp_path: Path) -> None:
     assert not push.early_decision.allowed
     assert push.body_bytes == len(body)
     assert spool.stat().st_size < 1024
+
+
+async def test_probe_request_stays_local(harness: Harness) -> None:
+    status, content_type, reply = await _post_push(harness, FLUSH)
+
+    assert status == 200
+    assert content_type == RESULT_TYPE
+    assert reply == b""
+    assert harness.upstream.requests == []
