@@ -62,6 +62,9 @@ def _register_commands() -> None:
     from devaipod.cli.config_cmd import config_group
 
     cli.add_command(config_group)
+    from devaipod.cli.relay_cmd import relay
+
+    cli.add_command(relay)
 
 
 _register_commands()
