@@ -131,19 +131,6 @@ class Scope(_ScopeModel):
     attachedContexts: list[AttachedContext] = Field(default_factory=list)
     network: NetworkScope = Field(default_factory=NetworkScope)
 
-    @model_validator(mode="after")
-    def _check_unique_repos(self) -> Scope:
-        first_index: dict[str, int] = {}
-        for index, repo in enumerate(self.repos):
-            key = repo.input.url.rstrip("/").removesuffix(".git").lower()
-            if key in first_index:
-                raise ValueError(
-                    f"repos[{index}].input.url {repo.input.url!r} repeats "
-                    f"repos[{first_index[key]}]; list each repository once"
-                )
-            first_index[key] = index
-        return self
-
 
 def _field_path(location: tuple[int | str, ...]) -> str:
     path = ""

@@ -176,17 +176,3 @@ def test_user_error_exit_code_two(tmp_path: Path) -> None:
 
     assert caught.value.exit_code == 2
     assert f"invalid scope {path}: repos:" in caught.value.render()
-
-
-def test_duplicate_repository_rejected() -> None:
-    data = {
-        "repos": [
-            {"input": {"url": "https://github.com/org/repo"}},
-            {"input": {"url": "https://github.com/Org/repo.git/"}},
-        ]
-    }
-
-    message = scope_error(data)
-
-    assert "repos[1].input.url 'https://github.com/Org/repo.git/' repeats repos[0]" in message
-    assert "(top level)" not in message
