@@ -7,6 +7,7 @@ token is scrubbed from every response body and header passed back.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -15,6 +16,7 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -203,18 +205,18 @@ class _GateHandler:
 
         gate = self._gates.get(host)
         if gate is None:
-            return self._deny_early(request, 404, f"forge host {host!r} is not in the session",
-                                    host)
+            reason = f"forge host {host!r} is not in the session"
+            return await self._deny_early(request, 404, reason, host)
         presented = presented_credential(request.headers)
         if presented is None or not hmac.compare_digest(presented.encode(),
                                                         self._credential.encode()):
-            return self._deny_early(request, 401, "invalid or missing session credential", host)
+            reason = "invalid or missing session credential"
+            return await self._deny_early(request, 401, reason, host)
 
         body = await _read_limited(request)
         if body is None:
-            return self._deny_early(request, 413,
-                                    f"the request body is larger than {MAX_BODY_BYTES} bytes",
-                                    host)
+            reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+            return await self._deny_early(request, 413, reason, host)
 
         api_request = ApiRequest(
             method=request.method,
@@ -224,9 +226,19 @@ class _GateHandler:
             body=body,
         )
         decision = decide(gate.context, gate.state, api_request)
+        # Reserve a pull request slot before the first await, so that concurrent creates
+        # cannot all pass the maxPullRequests check.
+        gate.state.begin(decision)
+
+        # An allowed read is audited once, after the forge responds and before the
+        # agent sees the data. Denials and writes are audited before anything is sent.
+        is_read = decision.allowed and decision.upstream is not None and (
+            decision.upstream.method == "GET")
         try:
-            self._record(decision, host, request.method, "/" + api_path)
+            if not is_read:
+                await self._record(decision, host, request.method, "/" + api_path)
         except AuditWriteError as error:
+            gate.state.finish(decision, None, None)
             log.error("audit write failed, denying %s %s on %s: %s", request.method,
                       decision.operation, host, error)
             return _json_error(503, "the broker cannot write its audit log")
@@ -236,7 +248,6 @@ class _GateHandler:
                      decision.reason)
             return _json_error(403, f"devaipod broker denied this request: {decision.reason}")
 
-        gate.state.begin(decision)
         return await self._forward(request, gate, decision, decision.upstream, raw_host, host)
 
     async def _forward(
@@ -268,7 +279,7 @@ class _GateHandler:
             gate.state.finish(decision, None, None)
             reason = f"forge request failed: {type(error).__name__}"
             log.warning("%s for %s on %s", reason, decision.operation, host)
-            self._record_response(decision, host, None, reason)
+            await self._record_response(decision, host, None, reason)
             return _json_error(502, reason)
 
         token = gate.upstream.token.encode()
@@ -278,14 +289,16 @@ class _GateHandler:
 
         if 300 <= status < 400:
             reason = f"the forge returned redirect {status}, which the broker does not follow"
-            self._record_response(decision, host, status, reason)
+            await self._record_response(decision, host, status, reason)
             return _json_error(502, reason)
         if len(payload) > MAX_RESPONSE_BYTES:
             reason = f"the forge response is larger than {MAX_RESPONSE_BYTES} bytes"
-            self._record_response(decision, host, status, reason)
+            await self._record_response(decision, host, status, reason)
             return _json_error(502, reason)
 
-        self._record_response(decision, host, status, "forge response")
+        if not await self._record_response(decision, host, status, "forge response"):
+            if upstream.method == "GET":
+                return _json_error(503, "the broker cannot write its audit log")
         broker_base = f"{request.scheme}://{request.host}{self._prefix}/{raw_host}"
         passed_headers = _response_headers(response_headers, gate.upstream, broker_base, token)
         return web.Response(status=status, body=payload, headers=passed_headers)
@@ -301,18 +314,22 @@ class _GateHandler:
             text += "?" + upstream.query
         return URL(text, encoded=True)
 
-    def _deny_early(self, request: web.Request, status: int, reason: str, host: str
+    async def _write_audit(self, **fields: Any) -> None:
+        # The write ends with fsync, so it runs in a thread and other requests proceed.
+        await asyncio.to_thread(self._audit.record, **fields)
+
+    async def _deny_early(self, request: web.Request, status: int, reason: str, host: str
                     ) -> web.Response:
         log.info("denied %s on %s before policy: %s", request.method, host, reason)
         try:
-            self._audit.record(kind="api", decision="deny", reason=reason, host=host,
+            await self._write_audit(kind="api", decision="deny", reason=reason, host=host,
                                method=request.method, path=_short(request.raw_path))
         except AuditWriteError as error:
             log.error("audit write failed for a denied request on %s: %s", host, error)
         return _json_error(status, reason)
 
-    def _record(self, decision: Decision, host: str, method: str, raw_path: str) -> None:
-        self._audit.record(
+    async def _record(self, decision: Decision, host: str, method: str, raw_path: str) -> None:
+        await self._write_audit(
             kind="api",
             decision="allow" if decision.allowed else "deny",
             reason=decision.reason,
@@ -324,16 +341,27 @@ class _GateHandler:
             phase="request",
         )
 
-    def _record_response(self, decision: Decision, host: str, status: int | None,
-                         reason: str) -> None:
+    async def _record_response(self, decision: Decision, host: str, status: int | None,
+                         outcome: str) -> bool:
+        """Audit the forge's response; return False when the line cannot be written.
+
+        A read gets its only line here (phase "complete", with the decision's reason),
+        a write its second line (phase "response").
+        """
+        assert decision.upstream is not None
+        is_read = decision.upstream.method == "GET"
         try:
-            self._audit.record(
-                kind="api", decision="allow", reason=reason, repository=decision.repository,
-                path=decision.canonical_path, host=host, operation=decision.operation,
-                upstream_status=status, phase="response",
+            await self._write_audit(
+                kind="api", decision="allow",
+                reason=f"{decision.reason}; {outcome}" if is_read else outcome,
+                repository=decision.repository, path=decision.canonical_path, host=host,
+                method=decision.upstream.method, operation=decision.operation,
+                upstream_status=status, phase="complete" if is_read else "response",
             )
         except AuditWriteError as error:
             log.error("audit write failed after %s on %s: %s", decision.operation, host, error)
+            return False
+        return True
 
 
 async def _read_limited(request: web.Request) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class GateUnderTest:
     http: aiohttp.ClientSession
     audit_path: Path
     theirs: int
+    audit: AuditLog
 
     async def call(
         self, method: str, path: str, body: object = None, *, query: str = "",
@@ -106,7 +108,7 @@ async def _start_gate(kind: ForgeKind, tmp_path: Path, forge: FakeForge,
     port = int(runner.addresses[0][1])
     try:
         yield GateUnderTest(kind, forge, gate, f"http://127.0.0.1:{port}/api/{forge.host}", http,
-                            audit_path, theirs.id)
+                            audit_path, theirs.id, audit)
     finally:
         await runner.cleanup()
         audit.close()
@@ -167,6 +169,18 @@ async def test_allowed_flow_reaches_forge(gate: GateUnderTest) -> None:
     assert mine not in forge.comments
 
 
+async def test_concurrent_pull_requests_capped(gate: GateUnderTest) -> None:
+    body = allowed_pull_request_body(gate.kind)
+
+    results = await asyncio.gather(*(gate.call("POST", gate.pulls_path(), body)
+                                     for _ in range(6)))
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [201, 403, 403, 403, 403, 403]
+    assert [r.method for r in gate.forge.requests] == ["POST"]
+    assert len(gate.forge.pull_requests(REPO[gate.kind])) == 2
+
+
 async def test_forge_sees_token_not_credential(gate: GateUnderTest) -> None:
     await gate.call("GET", gate.repo_path())
     await gate.call("POST", gate.comments_path(), {"body": "hi"})
@@ -210,6 +224,18 @@ async def test_denied_variants_never_reach_forge(gate: GateUnderTest) -> None:
     assert len(statuses) == len(cases)
 
 
+async def test_writes_audited_before_and_after(gate: GateUnderTest) -> None:
+    await gate.call("POST", gate.comments_path(), {"body": "hi"})
+
+    entries = read_entries(gate.audit_path)
+
+    assert [(entry["decision"], entry["phase"]) for entry in entries] == [
+        ("allow", "request"), ("allow", "response")]
+    assert entries[0]["operation"] == "create-comment"
+    assert "upstream_status" not in entries[0]
+    assert entries[1]["upstream_status"] == 201
+
+
 async def test_denials_are_audited(gate: GateUnderTest) -> None:
     await gate.call("GET", f"{gate.repo_path()}/issues/2")
     await gate.call("GET", gate.repo_path())
@@ -222,13 +248,24 @@ async def test_denials_are_audited(gate: GateUnderTest) -> None:
                  for entry in entries]
     assert decisions == [
         ("deny", "read-issue", "request"),
-        ("allow", "read-repository", "request"),
-        ("allow", "read-repository", "response"),
+        ("allow", "read-repository", "complete"),
     ]
-    assert entries[2]["upstream_status"] == 200
+    assert entries[1]["upstream_status"] == 200
     text = gate.audit_path.read_text()
     assert gate.forge.token not in text
     assert CREDENTIAL not in text
+
+
+async def test_audit_failure_denies_and_withholds(gate: GateUnderTest) -> None:
+    gate.audit.close()
+
+    read_status, read_body = await gate.call("GET", f"{gate.repo_path()}/issues/1")
+    write_status, _ = await gate.call("POST", gate.comments_path(), {"body": "hi"})
+
+    assert read_status == 503
+    assert "Crash on start" not in json.dumps(read_body)
+    assert write_status == 503
+    assert [recorded.method for recorded in gate.forge.requests] == ["GET"]
 
 
 async def test_missing_credential_is_rejected(gate: GateUnderTest) -> None:
