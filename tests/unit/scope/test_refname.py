@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devaipod.scope.refname import branch_name_problem, ref_name_problem
 
@@ -60,3 +62,14 @@ def test_ref_name_matches_git(name: str) -> None:
 )
 def test_branch_name_problem_cases(branch: str, valid: bool) -> None:
     assert (branch_name_problem(branch) is None) == valid
+
+
+@given(st.text(alphabet="ab/.@{}~^:?*[\\ -lock\x01\x7fé", max_size=16))
+@settings(max_examples=200, deadline=None)
+def test_fuzz_ref_names_match_git(tail: str) -> None:
+    name = "refs/heads/" + tail
+    git = subprocess.run(["git", "check-ref-format", name], capture_output=True, check=False)
+
+    problem = ref_name_problem(name)
+
+    assert (problem is None) == (git.returncode == 0), (name, problem)
