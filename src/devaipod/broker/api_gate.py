@@ -1,4 +1,4 @@
-"""The forge API gate's HTTP side: an aiohttp sub-app serving `/api/<host>/<forge API path>`.
+"""The forge API gate: a service that checks and forwards requests, and its aiohttp sub-app.
 
 Each request is checked with `api_policy.decide`, audited, and, when allowed,
 sent to the forge's API with the forge token. Redirects are not followed, and the
@@ -155,118 +155,134 @@ def create_api_app(
     session_credential: str,
     mount_prefix: str = "/api",
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    service: ApiGateService | None = None,
 ) -> web.Application:
     """Build the sub-app; mount it with `app.add_subapp(mount_prefix, sub_app)`.
 
     `gates` maps forge host keys (`HOST[:PORT]`, as in the config file) to gates.
     The sub-app checks the session credential itself, so GitLab clients that send
-    it in `PRIVATE-TOKEN` work too.
+    it in `PRIVATE-TOKEN` work too. Pass `service` to share one ApiGateService
+    (and its session state) with the MCP tools; the caller then starts and closes it.
     """
-    handler = _GateHandler(gates, audit_log, session_credential, mount_prefix.rstrip("/"),
-                           timeout_seconds)
+    owned = service is None
+    gate_service = service or ApiGateService(gates, audit_log, timeout_seconds=timeout_seconds)
+    handler = _HttpFrontend(gate_service, session_credential, mount_prefix.rstrip("/"))
     app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
-    app.cleanup_ctx.append(handler.client_session)
+    if owned:
+        app.cleanup_ctx.append(gate_service.lifetime)
     app.router.add_route("*", "/{host}/{tail:.*}", handler.handle)
     return app
 
 
-class _GateHandler:
-    def __init__(
-        self,
-        gates: Mapping[str, ApiGate],
-        audit_log: AuditLog,
-        session_credential: str,
-        mount_prefix: str,
-        timeout_seconds: float,
-    ) -> None:
-        self._gates = gates
+@dataclass(frozen=True)
+class GateResponse:
+    """The gate's response to the agent: the forge's response, or the gate's own error."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> object:
+        """Return the body parsed as JSON, or None when it is empty or not JSON."""
+        return _parse_json(self.body) if self.body else None
+
+
+class ApiGateService:
+    """Apply the policy to one request, audit it, and forward it when allowed.
+
+    The HTTP sub-app and the broker's MCP tools both call `execute`, so they share
+    the policy, the audit log and the session state.
+    """
+
+    def __init__(self, gates: Mapping[str, ApiGate], audit_log: AuditLog, *,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.gates = gates
         self._audit = audit_log
-        self._credential = session_credential
-        self._prefix = mount_prefix
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._client: aiohttp.ClientSession | None = None
 
-    async def client_session(self, app: web.Application) -> AsyncIterator[None]:
-        self._client = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=True)
-        try:
-            yield
-        finally:
+    async def start(self) -> None:
+        """Open the HTTP client used to reach the forges."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=True)
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
             await self._client.close()
             self._client = None
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        # The raw target, not aiohttp's decoded and dot-resolved path: the policy
-        # normalises it itself.
-        raw_path, _, query = request.raw_path.partition("?")
-        if not raw_path.startswith(self._prefix + "/"):
-            return _json_error(404, "not found")
-        raw_host, _, api_path = raw_path[len(self._prefix) + 1 :].partition("/")
-        host = urllib.parse.unquote(raw_host).lower()
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        """Start and close the service with an aiohttp application (for `cleanup_ctx`)."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
 
-        gate = self._gates.get(host)
+    async def execute(self, host: str, request: ApiRequest, *, link_base: str | None = None
+                      ) -> GateResponse:
+        """Decide, audit and forward one request for forge `host`.
+
+        `link_base` replaces the forge's API base in pagination links so that the
+        agent follows them through the gate.
+        """
+        gate = self.gates.get(host)
         if gate is None:
-            reason = f"forge host {host!r} is not in the session"
-            return await self._deny_early(request, 404, reason, host)
-        presented = presented_credential(request.headers)
-        if presented is None or not hmac.compare_digest(presented.encode(),
-                                                        self._credential.encode()):
-            reason = "invalid or missing session credential"
-            return await self._deny_early(request, 401, reason, host)
+            return await self.deny(host, request.method, request.raw_path, 404,
+                                   f"forge host {host!r} is not in the session")
 
-        body = await _read_limited(request)
-        if body is None:
-            reason = f"the request body is larger than {MAX_BODY_BYTES} bytes"
-            return await self._deny_early(request, 413, reason, host)
-
-        api_request = ApiRequest(
-            method=request.method,
-            raw_path="/" + api_path,
-            query=query,
-            headers=list(request.headers.items()),
-            body=body,
-        )
-        decision = decide(gate.context, gate.state, api_request)
+        decision = decide(gate.context, gate.state, request)
         # Reserve a pull request slot before the first await, so that concurrent creates
         # cannot all pass the maxPullRequests check.
         gate.state.begin(decision)
 
         # An allowed read is audited once, after the forge responds and before the
-        # agent sees the data. Denials and writes are audited before anything is sent.
-        is_read = decision.allowed and decision.upstream is not None and (
-            decision.upstream.method == "GET")
+        # agent receives the data. Denials and writes are audited before anything is sent.
+        is_read = decision.upstream is not None and decision.upstream.method == "GET"
         try:
-            if not is_read:
-                await self._record(decision, host, request.method, "/" + api_path)
+            if not (decision.allowed and is_read):
+                await self._record(decision, host, request.method, request.raw_path)
         except AuditWriteError as error:
             gate.state.finish(decision, None, None)
             log.error("audit write failed, denying %s %s on %s: %s", request.method,
                       decision.operation, host, error)
-            return _json_error(503, "the broker cannot write its audit log")
+            return _error(503, "the broker cannot write its audit log")
 
         if not decision.allowed or decision.upstream is None:
             log.info("denied %s %s on %s: %s", request.method, decision.operation, host,
                      decision.reason)
-            return _json_error(403, f"devaipod broker denied this request: {decision.reason}")
+            return _error(403, f"devaipod broker denied this request: {decision.reason}")
 
-        return await self._forward(request, gate, decision, decision.upstream, raw_host, host)
+        return await self._forward(gate, decision, decision.upstream, host, link_base)
+
+    async def deny(self, host: str, method: str, path: str, status: int, reason: str
+                   ) -> GateResponse:
+        """Audit and return a denial decided before the policy ran (host, credential, size)."""
+        log.info("denied %s on %s before policy: %s", method, host, reason)
+        try:
+            await self._write_audit(kind="api", decision="deny", reason=reason, host=host,
+                                    method=method, path=_short(path))
+        except AuditWriteError as error:
+            log.error("audit write failed for a denied request on %s: %s", host, error)
+        return _error(status, reason)
 
     async def _forward(
         self,
-        request: web.Request,
         gate: ApiGate,
         decision: Decision,
         upstream: UpstreamRequest,
-        raw_host: str,
         host: str,
-    ) -> web.StreamResponse:
-        target = self._upstream_url(gate.upstream, upstream)
+        link_base: str | None,
+    ) -> GateResponse:
+        target = _upstream_url(gate.upstream, upstream)
         headers = {
             **upstream.headers,
             **auth_headers(gate.context.kind, gate.upstream.token),
             "User-Agent": USER_AGENT,
         }
+        await self.start()
         assert self._client is not None
-        status: int | None = None
         try:
             async with self._client.request(
                 upstream.method, target, headers=headers, data=upstream.body,
@@ -280,7 +296,7 @@ class _GateHandler:
             reason = f"forge request failed: {type(error).__name__}"
             log.warning("%s for %s on %s", reason, decision.operation, host)
             await self._record_response(decision, host, None, reason)
-            return _json_error(502, reason)
+            return _error(502, reason)
 
         token = gate.upstream.token.encode()
         payload = payload.replace(token, REDACTED)
@@ -290,43 +306,21 @@ class _GateHandler:
         if 300 <= status < 400:
             reason = f"the forge returned redirect {status}, which the broker does not follow"
             await self._record_response(decision, host, status, reason)
-            return _json_error(502, reason)
+            return _error(502, reason)
         if len(payload) > MAX_RESPONSE_BYTES:
             reason = f"the forge response is larger than {MAX_RESPONSE_BYTES} bytes"
             await self._record_response(decision, host, status, reason)
-            return _json_error(502, reason)
+            return _error(502, reason)
 
         if not await self._record_response(decision, host, status, "forge response"):
             if upstream.method == "GET":
-                return _json_error(503, "the broker cannot write its audit log")
-        broker_base = f"{request.scheme}://{request.host}{self._prefix}/{raw_host}"
-        passed_headers = _response_headers(response_headers, gate.upstream, broker_base, token)
-        return web.Response(status=status, body=payload, headers=passed_headers)
-
-    def _upstream_url(self, forge: ForgeUpstream, upstream: UpstreamRequest) -> URL:
-        if upstream.endpoint == "graphql":
-            if forge.graphql_url is None:
-                raise ValueError("no GraphQL endpoint configured for this forge")
-            text = forge.graphql_url
-        else:
-            text = forge.api_base + upstream.path
-        if upstream.query:
-            text += "?" + upstream.query
-        return URL(text, encoded=True)
+                return _error(503, "the broker cannot write its audit log")
+        passed_headers = _response_headers(response_headers, gate.upstream, link_base, token)
+        return GateResponse(status=status, body=payload, headers=passed_headers)
 
     async def _write_audit(self, **fields: Any) -> None:
         # The write ends with fsync, so it runs in a thread and other requests proceed.
         await asyncio.to_thread(self._audit.record, **fields)
-
-    async def _deny_early(self, request: web.Request, status: int, reason: str, host: str
-                    ) -> web.Response:
-        log.info("denied %s on %s before policy: %s", request.method, host, reason)
-        try:
-            await self._write_audit(kind="api", decision="deny", reason=reason, host=host,
-                               method=request.method, path=_short(request.raw_path))
-        except AuditWriteError as error:
-            log.error("audit write failed for a denied request on %s: %s", host, error)
-        return _json_error(status, reason)
 
     async def _record(self, decision: Decision, host: str, method: str, raw_path: str) -> None:
         await self._write_audit(
@@ -342,7 +336,7 @@ class _GateHandler:
         )
 
     async def _record_response(self, decision: Decision, host: str, status: int | None,
-                         outcome: str) -> bool:
+                               outcome: str) -> bool:
         """Audit the forge's response; return False when the line cannot be written.
 
         A read gets its only line here (phase "complete", with the decision's reason),
@@ -364,6 +358,72 @@ class _GateHandler:
         return True
 
 
+class _HttpFrontend:
+    """The HTTP side: raw path parsing, the session credential and the body size limit."""
+
+    def __init__(self, service: ApiGateService, session_credential: str, mount_prefix: str
+                 ) -> None:
+        self._service = service
+        self._credential = session_credential
+        self._prefix = mount_prefix
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        # The raw target, not aiohttp's decoded and dot-resolved path: the policy
+        # normalises it itself.
+        raw_path, _, query = request.raw_path.partition("?")
+        if not raw_path.startswith(self._prefix + "/"):
+            return _json_error(404, "not found")
+        raw_host, _, api_path = raw_path[len(self._prefix) + 1 :].partition("/")
+        host = urllib.parse.unquote(raw_host).lower()
+
+        presented = presented_credential(request.headers)
+        if presented is None or not hmac.compare_digest(presented.encode(),
+                                                        self._credential.encode()):
+            denied = await self._service.deny(host, request.method, raw_path, 401,
+                                              "invalid or missing session credential")
+            return _to_response(denied)
+
+        body = await _read_limited(request)
+        if body is None:
+            denied = await self._service.deny(
+                host, request.method, raw_path, 413,
+                f"the request body is larger than {MAX_BODY_BYTES} bytes")
+            return _to_response(denied)
+
+        api_request = ApiRequest(
+            method=request.method,
+            raw_path="/" + api_path,
+            query=query,
+            headers=list(request.headers.items()),
+            body=body,
+        )
+        link_base = f"{request.scheme}://{request.host}{self._prefix}/{raw_host}"
+        result = await self._service.execute(host, api_request, link_base=link_base)
+        return _to_response(result)
+
+
+def _upstream_url(forge: ForgeUpstream, upstream: UpstreamRequest) -> URL:
+    if upstream.endpoint == "graphql":
+        if forge.graphql_url is None:
+            raise ValueError("no GraphQL endpoint configured for this forge")
+        text = forge.graphql_url
+    else:
+        text = forge.api_base + upstream.path
+    if upstream.query:
+        text += "?" + upstream.query
+    return URL(text, encoded=True)
+
+
+def _to_response(result: GateResponse) -> web.Response:
+    return web.Response(status=result.status, body=result.body, headers=dict(result.headers))
+
+
+def _error(status: int, message: str) -> GateResponse:
+    body = json.dumps({"message": message}).encode()
+    return GateResponse(status=status, body=body,
+                        headers={"Content-Type": "application/json; charset=utf-8"})
+
+
 async def _read_limited(request: web.Request) -> bytes | None:
     """Read the request body, or return None when it exceeds MAX_BODY_BYTES."""
     chunks: list[bytes] = []
@@ -378,15 +438,15 @@ async def _read_limited(request: web.Request) -> bytes | None:
         chunks.append(chunk)
 
 
-def _response_headers(headers: Mapping[str, str], forge: ForgeUpstream, broker_base: str,
+def _response_headers(headers: Mapping[str, str], forge: ForgeUpstream, link_base: str | None,
                       token: bytes) -> dict[str, str]:
     passed: dict[str, str] = {}
     for name, value in headers.items():
         if name.casefold() not in _RESPONSE_HEADERS:
             continue
-        if name.casefold() == "link":
+        if name.casefold() == "link" and link_base is not None:
             # Pagination links point at the forge, which the agent cannot reach directly.
-            value = value.replace(forge.api_base, broker_base)
+            value = value.replace(forge.api_base, link_base)
         passed[name] = value.replace(token.decode(), REDACTED.decode())
     return passed
 

@@ -14,7 +14,13 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from devaipod.broker.api_gate import ApiGate, ForgeUpstream, create_api_app, prepare_gates
+from devaipod.broker.api_gate import (
+    ApiGate,
+    ApiGateService,
+    ForgeUpstream,
+    create_api_app,
+    prepare_gates,
+)
 from devaipod.broker.api_policy import ApiRequest, decide
 from devaipod.broker.audit import AuditLog, read_entries, verify_chain
 from devaipod.config import ForgeKind, parse_config
@@ -459,3 +465,29 @@ async def test_prepare_gates_missing_repo_fails(tmp_path: Path) -> None:
             await prepare_gates(scope, config, forge.token, http)
 
     assert "404" in raised.value.message
+
+
+async def test_service_execute_without_http(tmp_path: Path) -> None:
+    async with FakeForge("gitlab") as forge:
+        forge.add_repo(REPO["gitlab"])
+        forge.add_issue(REPO["gitlab"], "Bug")
+        gate = ApiGate(context=session_context("gitlab", forge.host),
+                       upstream=ForgeUpstream(api_base=forge.api_url, token=forge.token))
+        audit = AuditLog(tmp_path / "audit.jsonl", "s", secrets=[forge.token])
+        service = ApiGateService({forge.host: gate}, audit)
+        request = ApiRequest("POST", "/projects/group%2Fsub%2Fhello/issues/1/notes", "",
+                             [("Content-Type", "application/json")], b'{"body": "via MCP"}')
+        try:
+            created = await service.execute(forge.host, request)
+            unknown = await service.execute("other.example", request)
+        finally:
+            await service.close()
+            audit.close()
+
+    assert created.status == 201
+    note = created.json()
+    assert isinstance(note, dict)
+    assert gate.state.own_comment(gate.context.repos[0], note["id"]) is not None
+    assert forge.requests[0].raw_path == "/api/v4/projects/101/issues/1/notes"
+    assert unknown.status == 404
+    assert len(forge.requests) == 1
