@@ -12,6 +12,7 @@ ref names alone reject is drained without being written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -128,6 +129,14 @@ async def spool_and_parse(request: web.Request, spool: Path, output: RepoOutput)
     return push
 
 
+def _log_prefetch_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.warning("background mirror fetch failed: %s", error)
+
+
 class PushGate:
     """Both receive-pack endpoints of the broker: discovery and the push itself."""
 
@@ -146,6 +155,7 @@ class PushGate:
         self._spool_dir = state_dir / "spool"
         self._mirrors: dict[str, RepoMirror] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._prefetches: dict[str, asyncio.Task[None]] = {}
 
     def _record(
         self,
@@ -197,6 +207,9 @@ class PushGate:
             self._record(repo, "deny", "upstream discovery failed", path="info/refs")
             return web.Response(status=502, text="upstream request failed\n")
 
+        if output.target_ref in parse_ref_advertisement(advertisement).tips:
+            self._start_prefetch(repo, output)
+
         reason = f"advertised only {output.target_ref} for push"
         if not self._record(repo, "allow", reason, upstream_status=200, path="info/refs"):
             return web.Response(status=503, text="the broker cannot write its audit log\n")
@@ -206,6 +219,35 @@ class PushGate:
             content_type=f"application/x-{RECEIVE_PACK}-advertisement",
             headers={"Cache-Control": "no-cache"},
         )
+
+    def _mirror(self, repo: ScopedRepo) -> RepoMirror:
+        return self._mirrors.setdefault(repo.key, RepoMirror(self._state_dir, repo.upstream_url))
+
+    def _start_prefetch(self, repo: ScopedRepo, output: RepoOutput) -> None:
+        """Update the mirror in the background while git packs and sends its push.
+
+        An update of an existing output branch needs the mirror for the ancestry check,
+        and on a new mirror that first fetch is a whole clone, so it starts at discovery.
+        """
+        if output.allowForcePush:
+            return
+        running = self._prefetches.get(repo.key)
+        if running is not None and not running.done():
+            return
+        mirror = self._mirror(repo)
+        task = asyncio.create_task(
+            asyncio.to_thread(mirror.fetch, list(_MIRROR_REFSPECS), self._upstream_authorization)
+        )
+        task.add_done_callback(_log_prefetch_failure)
+        self._prefetches[repo.key] = task
+
+    async def _wait_for_prefetch(self, repo: ScopedRepo) -> None:
+        task = self._prefetches.pop(repo.key, None)
+        if task is None:
+            return
+        # A failed prefetch was logged already; the fetch before the ancestry check decides.
+        with contextlib.suppress(MirrorError):
+            await task
 
     async def push(self, request: web.Request, repo: ScopedRepo) -> web.StreamResponse:
         """Check a `git-receive-pack` POST and forward it to the upstream if allowed."""
@@ -270,9 +312,10 @@ class PushGate:
             log.warning("reading the branches of upstream %s failed: %s", repo.key, error)
             return deny_all(push.commands, "the upstream's current branches could not be read")
 
-        mirror = self._mirrors.setdefault(repo.key, RepoMirror(self._state_dir, repo.upstream_url))
+        mirror = self._mirror(repo)
         quarantine = PackQuarantine(mirror, work)
         if needs_ancestry_check(push.commands, output, upstream_tips):
+            await self._wait_for_prefetch(repo)
             try:
                 await asyncio.to_thread(
                     mirror.fetch, list(_MIRROR_REFSPECS), self._upstream_authorization
