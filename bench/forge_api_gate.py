@@ -162,12 +162,15 @@ def main() -> None:
                         help="requests per path for each measurement (default 2000)")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="concurrent clients in the throughput run (default 50)")
+    parser.add_argument("--audit-dir", default=None,
+                        help="directory for the gate's audit log (default: a temporary "
+                        "directory; /dev/shm shows the cost without disk fsync)")
     args = parser.parse_args()
 
     context = multiprocessing.get_context("fork")
     forge_ready, forge_send = context.Pipe(duplex=False)
     gate_ready, gate_send = context.Pipe(duplex=False)
-    with tempfile.TemporaryDirectory(prefix="devaipod-bench-") as temp:
+    with tempfile.TemporaryDirectory(prefix="devaipod-bench-", dir=args.audit_dir) as temp:
         forge = context.Process(target=_serve_forge, args=(forge_send,), daemon=True)
         forge.start()
         try:
@@ -180,7 +183,7 @@ def main() -> None:
                 gate_port = gate_ready.recv()
                 asyncio.run(_run(forge_port, token, gate_port, args.requests, args.concurrency))
                 lines = sum(1 for _ in open(audit_path, encoding="utf-8"))
-                print(f"audit lines written by the gate: {lines}")
+                print(f"audit lines written by the gate: {lines}, in {audit_path}")
             finally:
                 gate.terminate()
                 gate.join()
