@@ -60,6 +60,13 @@ class DockerfileBuild:
     options: list[str]
 
 
+def _js_truthy(value: Any) -> bool:
+    # JavaScript truthiness: empty arrays and objects are true, 0 and "" are false.
+    if isinstance(value, list | dict):
+        return True
+    return bool(value)
+
+
 def move_legacy_properties(raw: dict[str, Any]) -> dict[str, Any]:
     """Move top-level `extensions`, `settings` and `devPort` into `customizations.vscode`.
 
@@ -68,7 +75,9 @@ def move_legacy_properties(raw: dict[str, Any]) -> dict[str, Any]:
     `devPort` moves only when `customizations.vscode.devPort` is not set.
     Returns a new object; `raw` is not changed.
     """
-    if not (raw.get("extensions") or raw.get("settings") or "devPort" in raw):
+    if not (
+        _js_truthy(raw.get("extensions")) or _js_truthy(raw.get("settings")) or "devPort" in raw
+    ):
         return raw
     customizations = raw.get("customizations")
     if customizations and not isinstance(customizations, dict):
@@ -82,7 +91,7 @@ def move_legacy_properties(raw: dict[str, Any]) -> dict[str, Any]:
     new_customizations: dict[str, Any] = dict(customizations or {})
 
     extensions = moved.get("extensions")
-    if extensions:
+    if _js_truthy(extensions):
         existing = new_vscode.get("extensions") or []
         existing = existing if isinstance(existing, list) else [existing]
         added = extensions if isinstance(extensions, list) else [extensions]
@@ -90,7 +99,7 @@ def move_legacy_properties(raw: dict[str, Any]) -> dict[str, Any]:
         del moved["extensions"]
 
     settings = moved.get("settings")
-    if settings:
+    if _js_truthy(settings):
         merged = dict(settings) if isinstance(settings, dict) else {}
         existing_settings = new_vscode.get("settings")
         merged.update(existing_settings if isinstance(existing_settings, dict) else {})
