@@ -49,6 +49,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 USER_AGENT = "devaipod-broker"
 REDACTED = b"[REDACTED]"
 
+# 304 Not Modified is not among them: it answers a conditional GET and passes back.
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Response headers passed back to the agent; every other header is dropped.
 _RESPONSE_HEADERS = frozenset({
     "content-type", "etag", "last-modified", "link", "retry-after", "x-github-request-id",
@@ -303,7 +305,7 @@ class ApiGateService:
         parsed = _parse_json(payload) if decision.operation.startswith("create-") else None
         gate.state.finish(decision, status, parsed)
 
-        if 300 <= status < 400:
+        if status in _REDIRECT_STATUSES:
             reason = f"the forge returned redirect {status}, which the broker does not follow"
             await self._record_response(decision, host, status, reason)
             return _error(502, reason)

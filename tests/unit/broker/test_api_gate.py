@@ -491,3 +491,25 @@ async def test_service_execute_without_http(tmp_path: Path) -> None:
     assert forge.requests[0].raw_path == "/api/v4/projects/101/issues/1/notes"
     assert unknown.status == 404
     assert len(forge.requests) == 1
+
+
+async def test_not_modified_passes_back(tmp_path: Path) -> None:
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return web.json_response({"id": 1}, headers={"ETag": '"v1"'})
+
+    runner, upstream_base = await _serve_upstream(upstream)
+    async with aiohttp.ClientSession() as http:
+        gate_runner, base, _ = await _gate_against(upstream_base, tmp_path)
+        headers = {"Authorization": f"Bearer {CREDENTIAL}", "If-None-Match": '"v1"'}
+        try:
+            async with http.get(f"{base}/repos/octo/hello", headers=headers) as response:
+                status = response.status
+                etag = response.headers.get("ETag")
+        finally:
+            await gate_runner.cleanup()
+            await runner.cleanup()
+
+    assert status == 304
+    assert etag == '"v1"'
