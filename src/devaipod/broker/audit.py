@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -157,6 +157,8 @@ class AuditLog:
         Fields that are None are left out. Raises AuditWriteError when the line cannot
         be serialised or written, so the caller can deny the operation.
         """
+        if decision not in ("allow", "deny"):
+            raise ValueError(f"audit decision must be 'allow' or 'deny', not {decision!r}")
         clashing = _RESERVED_FIELDS.intersection(extra)
         if clashing:
             raise ValueError(f"audit fields set by the log itself: {sorted(clashing)}")
@@ -234,18 +236,32 @@ def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
     return lines, True
 
 
-def read_entries(path: Path) -> list[dict[str, object]]:
-    """Read every entry of an audit log; AuditFormatError names the first unreadable line."""
+def read_entries(
+    path: Path, *, on_invalid: Callable[[AuditFormatError], None] | None = None
+) -> list[dict[str, object]]:
+    """Read every entry of an audit log.
+
+    An unreadable line raises AuditFormatError naming it, unless `on_invalid` is given:
+    then the error goes to `on_invalid` and the line is skipped.
+    """
     lines, _ = _split_lines(path.read_bytes())
     entries = []
     for number, line in enumerate(lines, start=1):
+        problem: AuditFormatError | None = None
         try:
             entry = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise AuditFormatError(f"{path} line {number} is not valid JSON: {error}") from None
-        if not isinstance(entry, dict):
-            raise AuditFormatError(f"{path} line {number} is not a JSON object")
-        entries.append(entry)
+            problem = AuditFormatError(f"{path} line {number} is not valid JSON: {error}")
+        else:
+            if not isinstance(entry, dict):
+                problem = AuditFormatError(f"{path} line {number} is not a JSON object")
+
+        if problem is None:
+            entries.append(entry)
+        elif on_invalid is None:
+            raise problem
+        else:
+            on_invalid(problem)
     return entries
 
 

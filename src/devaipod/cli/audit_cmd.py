@@ -128,12 +128,10 @@ def audit(name: str | None, file: Path | None, as_json: bool, verify: bool) -> N
         _verify(path, as_json)
         return
 
-    try:
-        entries = read_entries(path)
-    except AuditFormatError as error:
-        raise DevaipodError(
-            str(error), fix=f"run 'devaipod audit --file {path} --verify' to check the log"
-        ) from None
+    unreadable: list[AuditFormatError] = []
+    entries = read_entries(path, on_invalid=unreadable.append)
+    for problem in unreadable:
+        output.warn(f"{problem}; the line is left out (check the log with --verify)")
 
     if as_json:
         for entry in entries:

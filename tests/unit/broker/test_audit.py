@@ -301,6 +301,25 @@ def test_append_after_torn_line_keeps_evidence(tmp_path: Path) -> None:
     assert "not valid JSON" in result.reason
 
 
+def test_read_entries_skips_with_callback(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_log(path, 2)
+    with path.open("ab") as handle:
+        handle.write(b"torn{\n")
+    problems: list[AuditFormatError] = []
+
+    entries = read_entries(path, on_invalid=problems.append)
+
+    assert len(entries) == 2
+    assert len(problems) == 1
+    assert "line 3" in str(problems[0])
+
+
+def test_record_rejects_unknown_decision(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "audit.jsonl", "s") as audit, pytest.raises(ValueError):
+        audit.record(kind="api", decision="maybe", reason="r")  # type: ignore[arg-type]
+
+
 def test_read_entries_bad_line_named(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_log(path, 1)

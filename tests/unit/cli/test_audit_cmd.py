@@ -145,12 +145,14 @@ def test_audit_needs_name_or_file(tmp_path: Path) -> None:
     assert "give either a session NAME or --file FILE" in result.stderr
 
 
-def test_audit_unreadable_entry(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    path.write_text("not json\n")
+def test_audit_unreadable_entry_skipped(tmp_path: Path) -> None:
+    path = write_session_log(tmp_path)
+    with path.open("a") as handle:
+        handle.write("not json\n")
 
-    result = run_cli("audit", "--file", str(path), state_dir=tmp_path)
+    result = run_cli("audit", "--file", str(path), "--json", state_dir=tmp_path)
 
-    assert result.returncode == 1
-    assert "line 1 is not valid JSON" in result.stderr
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 2
+    assert "line 3 is not valid JSON" in result.stderr
     assert "--verify" in result.stderr
