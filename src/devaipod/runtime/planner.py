@@ -33,14 +33,17 @@ from devaipod.runtime.plan import (
 
 AGENT_COMMAND_ENV = "DEVAIPOD_AGENT_COMMAND"
 TMUX_SESSION = "agent"
+# Written by the pane's shell when the agent program exits: tmux 3.3 does not always
+# report a dead pane's exit status, so this file is what `status` reads.
+AGENT_EXIT_FILE = "/tmp/.devaipod-agent-exit"
 
 # Keeps the workspace container alive without a program of its own; exits at once on
 # SIGTERM so `stop` never waits for the engine's kill timeout.
 WORKSPACE_KEEPALIVE = "trap 'exit 0' TERM INT; while sleep 3600 & wait $!; do :; done"
 
 # Runs the agent command inside a tmux session so `attach` can reach its terminal.
-# The pane stays after the program exits (remain-on-exit) so its exit status and
-# screen can be read, and its output is copied to the container log.
+# The pane stays after the program exits (remain-on-exit) so its screen can be read,
+# and its output is copied to the container log.
 # The command comes from an environment variable because tmux would split an argv
 # on arguments ending in ';'.
 AGENT_TMUX_ENTRY = (
@@ -48,7 +51,8 @@ AGENT_TMUX_ENTRY = (
     f"tmux -f /dev/null new-session -d -s {TMUX_SESSION} -x 200 -y 50 'exec sleep 2147483647'; "
     "tmux set-option -g remain-on-exit on; "
     f"tmux pipe-pane -t {TMUX_SESSION} -o 'cat >> /proc/1/fd/1'; "
-    f"tmux respawn-pane -k -t {TMUX_SESSION} 'eval \"exec ${AGENT_COMMAND_ENV}\"'; "
+    f"tmux respawn-pane -k -t {TMUX_SESSION} "
+    f"'eval \"${AGENT_COMMAND_ENV}\"; echo $? > {AGENT_EXIT_FILE}'; "
     "trap 'tmux kill-server; exit 0' TERM INT; "
     f"while tmux has-session -t {TMUX_SESSION} 2>/dev/null; do sleep 1 & wait $!; done"
 )
@@ -192,6 +196,18 @@ def _workspace_container(
     options.append(f"--label={LABEL_ROLE}={Role.WORKSPACE.value}")
     options.append(f"--volume={code_volume.name}:{config.workspace_folder}")
     options.extend(_env_options(config.container_env))
+    if "GIT_CONFIG_COUNT" not in config.container_env:
+        # The code volume belongs to the agent's uid, so git run as another user (root, say)
+        # in the workspace would reject it as "dubious ownership" without this exception.
+        options.extend(
+            _env_options(
+                {
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "safe.directory",
+                    "GIT_CONFIG_VALUE_0": config.workspace_folder,
+                }
+            )
+        )
     options.extend(f"--mount={mount}" for mount in config.mounts)
     if config.container_user:
         options.append(f"--user={config.container_user}")

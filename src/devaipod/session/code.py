@@ -79,9 +79,9 @@ def check_clean(source: CodeSource) -> None:
         )
 
 
-def clone_source(source: CodeSource, workdir: Path) -> ClonedCode:
-    """Clone `source` into `workdir/code` on the host, at the source's current HEAD."""
-    destination = workdir / "code"
+def clone_source(source: CodeSource, workdir: Path, directory_name: str = "code") -> ClonedCode:
+    """Clone `source` into `workdir/directory_name` on the host, at the source's current HEAD."""
+    destination = workdir / directory_name
     if source.kind == "remote":
         run_git(
             ["clone", "--quiet", "--", source.location, str(destination)], keep_credentials=True
@@ -143,7 +143,7 @@ def write_tar(tree: Path, tar_path: Path, uid: int, gid: int) -> None:
 
 def import_code(engine: Engine, volume: str, cloned: ClonedCode, uid: int, gid: int) -> None:
     """Copy a host clone into `volume`, every file owned by the agent user."""
-    tar_path = cloned.path.parent / "code.tar"
+    tar_path = cloned.path.parent / f"{cloned.path.name}.tar"
     write_tar(cloned.path, tar_path, uid, gid)
     try:
         engine.import_volume(volume, tar_path)
@@ -152,10 +152,10 @@ def import_code(engine: Engine, volume: str, cloned: ClonedCode, uid: int, gid: 
     log.info("copied the clone at %s into volume %s", cloned.head[:12], volume)
 
 
-def clone_for_session(source: CodeSource, workdir: Path) -> ClonedCode:
-    """Clone `source` into `workdir`, turning git failures into a UserError."""
+def clone_for_session(source: CodeSource, workdir: Path, directory_name: str) -> ClonedCode:
+    """Clone `source` into `workdir/directory_name`, turning git failures into a UserError."""
     try:
-        return clone_source(source, workdir)
+        return clone_source(source, workdir, directory_name)
     except GitError as error:
         raise UserError(
             f"cannot clone {source.location}: {error.message}",

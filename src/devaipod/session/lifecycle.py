@@ -42,20 +42,23 @@ _Runner = Callable[[list[str]], CommandOutcome]
 
 
 class LifecycleError(DevaipodError):
-    """A lifecycle command failed."""
+    """A lifecycle command failed; `command_exit_code` is the command's own exit code."""
 
     def __init__(self, phase: str, command: Sequence[str], exit_code: int, output: str) -> None:
-        tail = "\n".join(output.rstrip().splitlines()[-_OUTPUT_TAIL_LINES:])
-        message = f"{phase} failed with exit code {exit_code}: {shlex.join(command)}"
-        if tail:
-            message += f"\n--- last output ---\n{tail}"
         super().__init__(
-            message, fix=f"fix the {phase} in devcontainer.json and run `devaipod up` again"
+            f"{phase} failed with exit code {exit_code}: {shlex.join(command)}",
+            fix=f"fix the {phase} in devcontainer.json and run `devaipod up` again",
         )
         self.phase = phase
         self.command = list(command)
-        self.exit_code = exit_code
+        self.command_exit_code = exit_code
         self.output = output
+
+    def render(self) -> str:
+        """Return the message and fix, then the tail of the command's output."""
+        tail = "\n".join(self.output.rstrip().splitlines()[-_OUTPUT_TAIL_LINES:])
+        rendered = super().render()
+        return f"{rendered}\n--- last output ---\n{tail}" if tail else rendered
 
 
 def command_argvs(command: str | list[str] | dict[str, str | list[str]]) -> list[list[str]]:

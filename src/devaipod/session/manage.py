@@ -24,7 +24,7 @@ from devaipod.runtime.plan import (
     LifecycleStep,
     Role,
 )
-from devaipod.runtime.planner import TMUX_SESSION
+from devaipod.runtime.planner import AGENT_EXIT_FILE, TMUX_SESSION
 from devaipod.session import lifecycle
 from devaipod.session.naming import session_name
 from devaipod.session.state import (
@@ -157,17 +157,12 @@ def _agent_status(engine: Engine, agent: ContainerInfo) -> AgentStatus:
         return AgentStatus(running=False, exit_code=agent.exit_code)
     if agent.labels.get(LABEL_TMUX) != "1":
         return AgentStatus(running=True, exit_code=None)
-    result = engine.exec_in_container(
-        agent.name,
-        ["tmux", "list-panes", "-t", TMUX_SESSION, "-F", "#{pane_dead} #{pane_dead_status}"],
-    )
-    fields = result.stdout.split()
-    if result.returncode != 0 or not fields:
-        return AgentStatus(running=False, exit_code=None)
-    if fields[0] == "1":
-        code = int(fields[1]) if len(fields) > 1 and fields[1].lstrip("-").isdigit() else None
-        return AgentStatus(running=False, exit_code=code)
-    return AgentStatus(running=True, exit_code=None)
+    result = engine.exec_in_container(agent.name, ["cat", AGENT_EXIT_FILE])
+    text = result.stdout.strip()
+    if result.returncode != 0 or not text.lstrip("-").isdigit():
+        # The file appears when the agent program exits, so the agent still runs.
+        return AgentStatus(running=True, exit_code=None)
+    return AgentStatus(running=False, exit_code=int(text))
 
 
 def stop_session(engine: Engine, name: str) -> SessionRecord:
@@ -309,6 +304,9 @@ def exec_argv(engine: Engine, name: str, role: str, command: list[str]) -> list[
     folder = container.labels.get(LABEL_WORKSPACE_FOLDER)
     if folder:
         argv.append(f"--workdir={folder}")
+    record = load_record(session)
+    if record is not None and role == Role.WORKSPACE.value:
+        argv.extend(f"--env={key}={value}" for key, value in record.remote_env.items())
     if not command:
         if role == Role.WORKSPACE.value:
             _run_attach_steps(engine, session)

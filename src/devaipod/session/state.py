@@ -109,8 +109,13 @@ def save_record(record: SessionRecord) -> None:
 
 
 def delete_record(session: str) -> None:
-    """Forget `session`; a missing record is fine."""
-    _record_path(session).unlink(missing_ok=True)
+    """Forget `session`; a missing record is fine. Other files (the audit log) stay."""
+    path = _record_path(session)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # not empty: the session directory keeps its audit log
 
 
 def move_state(record: SessionRecord, target: SessionState, reason: str = "") -> SessionRecord:

@@ -35,7 +35,7 @@ from devaipod.session.state import (
     move_state,
     save_record,
 )
-from devaipod.session.workspace import workspace_config
+from devaipod.session.workspace import workspace_settings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def prepare_session(
     scratch = Path(tempfile.mkdtemp(prefix="devaipod-up-"))
     try:
         progress(f"cloning {source.location}")
-        cloned = clone_for_session(source, scratch)
+        cloned = clone_for_session(source, scratch, _hint(source))
         return _plan_session(
             request, engine, env, settings, source, source_dir, name, cloned, scratch, progress
         )
@@ -121,17 +121,21 @@ def _plan_session(
     progress: Progress,
 ) -> PreparedSession:
 
-    adapter = resolve_agent(request.agent)
+    config_dir = source_dir if source_dir is not None else cloned.path
+    found = workspace_settings(config_dir, _hint(source), request.image, request.config, env)
+    workspace = found.workspace
+    customizations = found.customizations
+
+    adapter = resolve_agent(request.agent or customizations.agent)
     adapter = _apply_agent_settings(adapter, settings)
     agent_settings = settings.agents.get(adapter.name)
-
-    config_dir = source_dir if source_dir is not None else cloned.path
-    workspace = workspace_config(config_dir, _hint(source), request.image, request.config)
     if workspace.build is not None:
         progress(f"building image {workspace.build.tag}")
     build_images(engine, (workspace.build,) if workspace.build else ())
 
-    agent_image = agent_settings.image if agent_settings and agent_settings.image else None
+    agent_image = customizations.agentImage
+    if agent_settings is not None and agent_settings.image:
+        agent_image = agent_settings.image
     image = agent_image or workspace.image
     if not engine.image_exists(image):
         raise UserError(
@@ -150,7 +154,7 @@ def _plan_session(
         # Without devcontainer.json there is no remote user: the human works as the agent does.
         workspace = replace(workspace, remote_user=agent_user.user)
 
-    passed = agent_environment(env, settings.env.allowlist)
+    passed = agent_environment(env, [*settings.env.allowlist, *customizations.envAllowlist])
     passed = {**settings.env.vars, **(agent_settings.env if agent_settings else {}), **passed}
     interactive = request.interactive if request.interactive is not None else request.task is None
 
@@ -283,4 +287,4 @@ def _apply_agent_settings(adapter: AgentAdapter, settings: UserConfig) -> AgentA
 
 def _hint(source: CodeSource) -> str:
     tail = source.location.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    return tail.removesuffix(".git")
+    return tail.removesuffix(".git") or "code"

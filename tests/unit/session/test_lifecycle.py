@@ -36,10 +36,11 @@ def test_host_command_failure_reported(tmp_path: Path) -> None:
     with pytest.raises(LifecycleError) as caught:
         run_host_command(step, tmp_path)
 
-    assert caught.value.exit_code == 7
+    assert caught.value.command_exit_code == 7
+    assert caught.value.exit_code == 1
     assert caught.value.phase == "initializeCommand"
-    assert "broken" in caught.value.message
     assert "exit code 7" in caught.value.message
+    assert caught.value.render().endswith("starting\nbroken")
 
 
 def test_host_object_runs_in_parallel(tmp_path: Path) -> None:
