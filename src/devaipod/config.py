@@ -1,4 +1,4 @@
-"""The user's devaipod config file: declared forge hosts, agent environment, egress and agents.
+"""The user's devaipod config file: forge hosts, agent environment, egress, agents, gateway.
 
 TOML at `platformdirs.user_config_dir("devaipod")/config.toml`, or the path in
 `DEVAIPOD_CONFIG`. A missing file is an empty config, and unknown keys are errors.
@@ -78,6 +78,14 @@ class NetworkSettings(_Strict):
     allow: list[str] = Field(default_factory=list)
 
 
+class GatewaySettings(_Strict):
+    """The `[gateway]` table: how the gateway container's image is built."""
+
+    # Image with python3 >= 3.11 that devaipod is installed onto; DEVAIPOD_GATEWAY_BASE_IMAGE
+    # overrides it, and docker.io/library/python:3.11-slim is used when neither is set.
+    base_image: str | None = None
+
+
 class AgentSettings(_Strict):
     """One `[agents.NAME]` table: overrides for an agent adapter."""
 
@@ -94,6 +102,7 @@ class UserConfig(_Strict):
     env: EnvSettings = Field(default_factory=EnvSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @field_validator("forges")
     @classmethod

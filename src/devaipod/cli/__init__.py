@@ -65,6 +65,9 @@ def _register_commands() -> None:
     from devaipod.cli.relay_cmd import relay
 
     cli.add_command(relay)
+    from devaipod.cli.gateway_cmd import gateway_image
+
+    cli.add_command(gateway_image)
 
 
 _register_commands()
