@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devaipod.config import ForgeSettings, UserConfig, parse_config
 from devaipod.errors import UserError
@@ -264,3 +266,37 @@ def test_forge_settings_prefers_declared_host() -> None:
     settings = config.forge_settings("github.com")
 
     assert settings == ForgeSettings(kind="github", token_secret="gh")
+
+
+NAMES = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}", fullmatch=True).filter(
+    lambda name: name not in (".", "..") and not name.endswith(".git")
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    host=st.sampled_from(["github.com", "gitlab.com", "codeberg.org", "ghe.example.com",
+                          "code.example.com"]),
+    path=st.lists(NAMES, min_size=2, max_size=4),
+    item=st.sampled_from([None, "issue", "pull_request"]),
+    number=st.integers(min_value=1, max_value=10**9),
+)
+def test_item_url_round_trips(host: str, path: list[str], item: str | None,
+                              number: int) -> None:
+    settings_for_host = CONFIG.forge_settings(host)
+    assert settings_for_host is not None
+    if settings_for_host.kind != "gitlab":
+        path = path[:2]
+    if settings_for_host.kind == "gitlab" and "-" in path:
+        return
+    prefix = settings_for_host.path_prefix or ""
+    repo_url = f"https://{host}{prefix}/{'/'.join(path)}"
+    original = parse_forge_url(repo_url, CONFIG)
+    if item is not None:
+        original = ForgeUrl(original.kind, original.host, original.scheme, original.repo_path,
+                            item, number, original.path_prefix)  # type: ignore[arg-type]
+
+    url = original.item_url or original.clone_url
+    reparsed = parse_forge_url(url, CONFIG)
+
+    assert reparsed == original
