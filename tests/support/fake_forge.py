@@ -7,9 +7,13 @@ the forges document, checks the token, and records every request it receives
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -723,6 +727,27 @@ class FakeForge:
     def _delete_comment(self, comment_id: int) -> None:
         del self.comments[comment_id]
         del self._comment_repo[comment_id]
+
+
+@contextmanager
+def fake_forge_in_thread(kind: ForgeKind, **options: Any) -> Iterator[FakeForge]:
+    """Run a FakeForge on its own event loop in a background thread.
+
+    For synchronous tests, such as e2e tests that run devaipod as a subprocess. Set
+    up state with the `add_*` methods before the code under test sends requests.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=f"fake-{kind}-forge", daemon=True)
+    thread.start()
+    forge = FakeForge(kind, **options)
+    try:
+        asyncio.run_coroutine_threadsafe(forge.start(), loop).result(timeout=30)
+        yield forge
+    finally:
+        asyncio.run_coroutine_threadsafe(forge.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
 
 
 class _ForgeError(Exception):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
-from support.fake_forge import DEFAULT_TOKEN, FakeForge
+from support.fake_forge import DEFAULT_TOKEN, FakeForge, fake_forge_in_thread
 
 
 @pytest.fixture
@@ -221,3 +223,15 @@ async def test_comment_list_paginates(http: aiohttp.ClientSession) -> None:
         assert [comment["body"] for comment in page_one] == ["c0", "c1"]
         assert "page=2" in next_link
         assert 'rel="next"' in next_link
+
+
+def test_forge_in_thread_serves_sync_clients() -> None:
+    with fake_forge_in_thread("forgejo") as forge:
+        forge.add_repo("o/r", default_branch="dev")
+        request = urllib.request.Request(f"{forge.api_url}/repos/o/r",
+                                         headers={"Authorization": f"token {DEFAULT_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            data = json.load(response)
+
+    assert data["default_branch"] == "dev"
+    assert len(forge.requests) == 1
