@@ -299,7 +299,7 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
     segments = request.segments
     if segments == ["graphql"]:
         raise Denied("raw GraphQL is denied; minimise an own comment with POST "
-                      f"/repos/OWNER/REPO/issues/comments/ID/{MINIMIZE_VERB}", "graphql")
+                     f"/repos/OWNER/REPO/issues/comments/ID/{MINIMIZE_VERB}", "graphql")
     if len(segments) < 3 or segments[0] != "repos":
         raise Denied("no rule allows this path")
 
@@ -347,7 +347,7 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
             attached = "read" in repo.pull_requests.get(item, frozenset())
             if not attached and not state.owns_pull_request(repo, item):
                 raise Denied(f"pull request {item} is not attached to the session",
-                              "read-pull-request")
+                             "read-pull-request")
             return _allow(context, repo, request, "read-pull-request", rest, number=item)
         case ("POST", ["pulls"]):
             body = _pull_request_body(context.kind, state, repo, request.body)
@@ -407,7 +407,7 @@ def _gitlab_note(
     match (method, note):
         case ("POST", [_, verb]) if verb == MINIMIZE_VERB:
             raise Denied("gitlab has no API to minimise a note; edit or delete it",
-                          "minimize-comment")
+                         "minimize-comment")
         case ("GET", []):
             _require(permissions, "read", "list-comments", item)
             return _allow(context, repo, request, "list-comments", rest, number=item,
@@ -426,7 +426,7 @@ def _gitlab_note(
             comment_id, comment = _own_comment(state, repo, note_id, operation)
             if comment.number != item or comment.on_merge_request != on_mr:
                 raise Denied(f"note {comment_id} belongs to another issue or merge request",
-                              operation)
+                             operation)
             _require(permissions, "edit-own", operation, item)
             edited = _comment_body(request.body, operation) if method == "PUT" else None
             return _allow(context, repo, request, operation, rest, number=item,
@@ -442,7 +442,7 @@ def _minimize(
     operation = "minimize-comment"
     if context.kind != "github":
         raise Denied(f"{context.kind} has no API to minimise a comment; edit or delete it",
-                      operation)
+                     operation)
     comment_number, comment = _own_comment(state, repo, comment_id, operation)
     _require(issue(comment.number), "minimize-own", operation, comment.number)
     if comment.node_id is None:
@@ -451,11 +451,11 @@ def _minimize(
     body = request.body or {}
     if set(body) - {"classifier"}:
         raise Denied(f"minimise body keys {sorted(set(body) - {'classifier'})} are not allowed",
-                      operation)
+                     operation)
     classifier = body.get("classifier", "OUTDATED")
     if classifier not in MINIMIZE_CLASSIFIERS:
         raise Denied(f"classifier {classifier!r} is not one of {sorted(MINIMIZE_CLASSIFIERS)}",
-                      operation)
+                     operation)
 
     graphql = {"query": MINIMIZE_MUTATION,
                "variables": {"subjectId": comment.node_id, "classifier": classifier}}
@@ -539,7 +539,7 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
         raise Denied(f"pull request body keys {unknown} are not allowed", operation)
     if state.pull_request_count(repo) >= output.maxPullRequests:
         raise Denied(f"the scope allows at most {output.maxPullRequests} pull request(s) "
-                      f"in {repo.path}", operation)
+                     f"in {repo.path}", operation)
 
     head_key, base_key, text_key = (
         ("source_branch", "target_branch", "description") if kind == "gitlab"
@@ -555,7 +555,7 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
     head = body.get(head_key)
     if not isinstance(head, str) or not _is_session_branch(kind, repo, output, head):
         raise Denied(f"{head_key} {head!r} is not the session's branch {output.targetBranch!r}",
-                      operation)
+                     operation)
 
     expected_base = output.baseBranch or repo.default_branch
     if expected_base is None:
