@@ -88,7 +88,9 @@ def parse_forge_url(url: str, config: UserConfig | None = None) -> ForgeUrl:
     """Parse an issue, pull/merge request, repository or clone URL.
 
     The host must be well known (github.com, gitlab.com, codeberg.org, gitea.com)
-    or declared in the config file. Raises UserError naming the URL and the fix.
+    or declared in the config file. Plain http is kept only for declared hosts
+    (such as a local test forge); well-known hosts are always reached over https.
+    Raises UserError naming the URL and the fix.
     """
     config = config if config is not None else UserConfig()
     text = url.strip()
@@ -116,7 +118,7 @@ def parse_forge_url(url: str, config: UserConfig | None = None) -> ForgeUrl:
     return ForgeUrl(
         kind=settings.kind,
         host=host,
-        scheme="http" if scheme == "http" else "https",
+        scheme="http" if scheme == "http" and host in config.forges else "https",
         repo_path="/".join(repo_segments),
         item=item,
         number=number,

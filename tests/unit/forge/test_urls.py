@@ -300,3 +300,12 @@ def test_item_url_round_trips(host: str, path: list[str], item: str | None,
     reparsed = parse_forge_url(url, CONFIG)
 
     assert reparsed == original
+
+
+def test_http_kept_only_for_declared_hosts() -> None:
+    well_known = parse_forge_url("http://github.com/o/r/issues/1", CONFIG)
+    declared = parse_forge_url("http://127.0.0.1:8080/o/r/issues/1", CONFIG)
+
+    assert well_known.scheme == "https"
+    assert well_known.item_url == "https://github.com/o/r/issues/1"
+    assert declared.scheme == "http"
