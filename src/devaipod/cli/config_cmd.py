@@ -47,12 +47,22 @@ def config_group() -> None:
     help="Print one JSON object {configuration, workspace, devaipod}; configuration and "
     "workspace have the shape of `devcontainer read-configuration`.",
 )
-def show(workspace_folder: Path, config_file: Path | None, as_json: bool) -> None:
+@click.option(
+    "--example",
+    is_flag=True,
+    help="Read the bundled example project instead of --workspace-folder "
+    "(see `devaipod config example-path`).",
+)
+def show(workspace_folder: Path, config_file: Path | None, as_json: bool, example: bool) -> None:
     """Show the resolved devcontainer.json: local variables substituted, workspace computed.
 
     ${containerEnv:...} and ${devcontainerId} stay as written, because they are
     only known once a container exists.
     """
+    if example:
+        if config_file is not None:
+            raise click.UsageError("--example and --config cannot be used together")
+        workspace_folder = example_path()
     resolved = load_devcontainer(workspace_folder, config_file)
 
     if as_json:

@@ -175,6 +175,10 @@ class ResolvedDevcontainer:
         )
         return result
 
+    def config_with_devcontainer_id(self) -> DevcontainerConfig:
+        """Return the typed config after phase 2, for the values a container is created with."""
+        return parse_config(self.with_devcontainer_id(), str(self.config_file))
+
     def with_container_env(self, container_env: Mapping[str, str]) -> dict[str, Any]:
         """Return the configuration after phases 2 and 3, given the container's configured env."""
         result: dict[str, Any] = substitute_container_env(

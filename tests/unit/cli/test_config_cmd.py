@@ -114,3 +114,11 @@ def test_config_name_checked(tmp_path: Path, name: str) -> None:
     _write(tmp_path / name, '{"image": "x"}')
     result = _run(["config", "show", "--config", name], tmp_path)
     _assert_one_line_error(result, "must be devcontainer.json or .devcontainer.json")
+
+
+def test_example_flag_reads_bundled_project(tmp_path: Path) -> None:
+    result = _run(["config", "show", "--json", "--example"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["configuration"]["name"] == "hello"
+    assert document["configuration"]["containerEnv"]["PROJECT"] == "hello"

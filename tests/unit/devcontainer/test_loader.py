@@ -191,3 +191,11 @@ def test_devaipod_namespace_read(tmp_path: Path) -> None:
     resolved = load_devcontainer(_workspace(tmp_path, config), env={})
     assert resolved.devaipod.agent == "opencode"
     assert resolved.devaipod.envAllowlist == []
+
+
+def test_typed_config_after_phase_two(tmp_path: Path) -> None:
+    config = {"image": "x", "containerEnv": {"ID": "${devcontainerId}"}}
+    resolved = load_devcontainer(_workspace(tmp_path, config), env={})
+    assert resolved.config.containerEnv == {"ID": "${devcontainerId}"}
+    typed = resolved.config_with_devcontainer_id()
+    assert typed.containerEnv == {"ID": resolved.devcontainer_id}
