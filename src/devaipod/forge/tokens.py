@@ -89,8 +89,8 @@ def _engine_secret(name: str, run: Runner, which: Callable[[str], str | None]
                name]
     token = _cli_token(command, run, which)
     if token is None:
-        log.warning("cannot read podman secret %r (needs podman 4.5 or later); "
-                    "looking for the token in the environment instead", name)
+        log.warning("cannot read podman secret %r (podman is missing, older than 4.5, or has "
+                    "no such secret); looking for the token in the environment instead", name)
         return None
     return ForgeToken(token.value, f"podman secret {name}")
 
