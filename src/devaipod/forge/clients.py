@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from devaipod.config import ForgeKind, ForgeSettings
+from devaipod.config import ForgeKind, ForgeSettings, UserConfig
 from devaipod.errors import DevaipodError, UserError
-from devaipod.forge.tokens import ForgeToken, environment_variables
+from devaipod.forge.tokens import ForgeToken, discover_token, environment_variables
 from devaipod.forge.urls import ForgeUrl, api_base_url
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,44 @@ def client_for(
     }
     return classes[forge_url.kind](api_base_url(forge_url, settings), token, session,
                                    host=forge_url.host)
+
+
+@dataclass(frozen=True)
+class ForgeContext:
+    """What `run URL` reads from the forge before the session starts."""
+
+    repository: RepositoryInfo
+    item: IssueDetails | None  # None for a repository URL
+    token_source: str | None  # where the host token came from, None when reading without one
+
+
+async def fetch_forge_context(
+    forge_url: ForgeUrl,
+    config: UserConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> ForgeContext:
+    """Discover the host's token and read the repository and the issue or pull request.
+
+    Without a token, public repositories are read anonymously. Raises UserError
+    when the forge rejects the request or the item does not exist.
+    """
+    settings = config.forge_settings(forge_url.host)
+    if settings is None:
+        raise UserError(f"unknown forge host {forge_url.host!r}",
+                        fix="declare it in the config file's [forges] table")
+    token = discover_token(forge_url.kind, forge_url.host, settings, env=env)
+    if token is None:
+        log.info("no token found for %s; reading without one", forge_url.host)
+
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        client = client_for(forge_url, settings, token, session)
+        repository = await client.repository(forge_url.repo_path)
+        item = await client.item(forge_url) if forge_url.number is not None else None
+    return ForgeContext(repository=repository, item=item,
+                        token_source=token.source if token is not None else None)
 
 
 def _owner_repo_issue(data: dict[str, Any], comments: list[dict[str, Any]]) -> IssueDetails:

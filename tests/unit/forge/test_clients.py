@@ -9,7 +9,7 @@ import pytest
 
 from devaipod.config import ForgeKind, ForgeSettings, parse_config
 from devaipod.errors import UserError
-from devaipod.forge.clients import client_for
+from devaipod.forge.clients import client_for, fetch_forge_context
 from devaipod.forge.tokens import ForgeToken
 from devaipod.forge.urls import parse_forge_url
 from support.fake_forge import FakeForge
@@ -136,3 +136,34 @@ async def test_client_without_token_reads_public(http: aiohttp.ClientSession) ->
     assert repository.default_branch == "develop"
     assert "PRIVATE-TOKEN" not in forge.requests[0].headers
     assert forge.requests[0].raw_path == "/api/v4/projects/g%2Fp"
+
+
+async def test_fetch_forge_context_with_env_token() -> None:
+    async with FakeForge("github") as forge:
+        forge.add_repo("octo/hello", default_branch="trunk")
+        forge.add_issue("octo/hello", "Crash", "Steps", labels=["bug"])
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "github"\napi_url = "{forge.api_url}"\n', "t")
+        parsed = parse_forge_url(f"{forge.web_url}/octo/hello/issues/1", config)
+
+        context = await fetch_forge_context(parsed, config,
+                                            env={"GH_ENTERPRISE_TOKEN": forge.token})
+
+    assert context.repository.default_branch == "trunk"
+    assert context.item is not None
+    assert context.item.title == "Crash"
+    assert context.token_source == "$GH_ENTERPRISE_TOKEN"
+
+
+async def test_fetch_forge_context_repository_url() -> None:
+    async with FakeForge("forgejo", anonymous_reads=True) as forge:
+        forge.add_repo("me/proj")
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "forgejo"\napi_url = "{forge.api_url}"\n', "t")
+        parsed = parse_forge_url(f"{forge.web_url}/me/proj.git", config)
+
+        context = await fetch_forge_context(parsed, config, env={"HOME": "/nonexistent"})
+
+    assert context.item is None
+    assert context.token_source is None
+    assert context.repository.default_branch == "main"
