@@ -139,7 +139,7 @@ def outcomes(
 
 def _create_dockerfile(case: Prepared, reference: Outcome) -> None:
     # The corpus keeps no Dockerfiles; write one where the reference CLI's
-    # resolved configuration says it is, so devaipod's existence check passes.
+    # resolved configuration places it, so devaipod's existence check passes.
     if not reference.ok or reference.document is None:
         return
     path = dockerfile_path(case, reference.document["configuration"])

@@ -2,7 +2,7 @@
 
 A case is a folder holding `case.json` (description, env, workspace, git,
 config) and `tree/`, the files copied into a temporary project folder. Corpus
-files are placed where their SOURCES.md row says they lived in their repository.
+files are placed at the path their SOURCES.md row gives in their repository.
 """
 
 from __future__ import annotations

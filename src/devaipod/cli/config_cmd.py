@@ -15,7 +15,7 @@ from devaipod.devcontainer import ResolvedDevcontainer, load_devcontainer
 
 
 def example_path() -> Path:
-    """Return the folder of the bundled example project (it holds a .devcontainer/)."""
+    """Return the folder of the bundled example project (it contains a .devcontainer/)."""
     return Path(str(resources.files("devaipod") / "examples" / "hello"))
 
 

@@ -13,13 +13,13 @@ from typing import Any
 
 from devaipod.errors import UserError
 
-# Why a pre-pass plus the standard json module rather than json5: json5 accepts
-# the whole JSON5 language (single-quoted strings, unquoted keys, hex numbers,
-# Infinity and NaN), which the reference CLI's jsonc-parser does not read as
-# values, so accepting them would silently give a configuration that differs
-# from the editor's. json5 also reports errors only inside its message text.
-# The pre-pass blanks comments and trailing commas with spaces (newlines kept),
-# so the positions in json's errors stay those of the original file.
+# This module uses a pre-pass plus the standard json module rather than json5.
+# json5 accepts the whole JSON5 language (single-quoted strings, unquoted keys,
+# hex numbers, Infinity and NaN). The reference CLI's jsonc-parser does not read
+# those as values, so accepting them would silently give a configuration that
+# differs from the editor's. json5 also reports error positions only inside its
+# message text. The pre-pass blanks comments and trailing commas with spaces
+# (line breaks kept), so json's error positions are those of the original file.
 
 BOM = "\ufeff"
 

@@ -1,7 +1,7 @@
 """Normalised devcontainer lifecycle commands (initializeCommand ... postAttachCommand).
 
 A string runs through `/bin/sh -c`, an array is an argv run without a shell,
-and an object holds named commands of either form that run in parallel.
+and an object contains named commands of either form that run in parallel.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def normalise_lifecycle_command(hook: str, value: Any) -> LifecycleCommand | Non
         steps = [_step(name, command) for name, command in value.items()]
         # NOTE: an empty entry inside an object is dropped here; the reference
         # CLI would start it and it would succeed without doing anything.
-        kept = tuple(step for step in steps if step is not None)
-        return LifecycleCommand(hook, kept, parallel=True) if kept else None
+        non_empty = tuple(step for step in steps if step is not None)
+        return LifecycleCommand(hook, non_empty, parallel=True) if non_empty else None
     step = _step(None, value)
     return LifecycleCommand(hook, (step,), parallel=False) if step is not None else None

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class ConfigKind(enum.StrEnum):
-    """How the container is made: built from a Dockerfile, from an image, or by Compose."""
+    """The source of the container: a Dockerfile build, an image, or Docker Compose."""
 
     DOCKERFILE = "dockerfile"
     IMAGE = "image"
@@ -134,9 +134,9 @@ def config_kind(config: Mapping[str, Any]) -> ConfigKind | None:
 class ResolvedDevcontainer:
     """A devcontainer.json read for one workspace, with phase-1 variables substituted.
 
-    `configuration` is the substituted object in the shape the reference CLI's
-    `read-configuration` prints; `raw` is the file's object after legacy keys
-    moved, before substitution; `config` is the typed form of `configuration`.
+    `configuration` is the substituted object, in the shape that the reference
+    CLI's `read-configuration` prints. `raw` is the file's object after legacy
+    keys moved and before substitution. `config` is the typed `configuration`.
     """
 
     config_file: Path
@@ -320,8 +320,15 @@ def resolve_build(
     """
     build = config.build
     legacy = "dockerFile" in config.model_fields_set
-    dockerfile_value = config.dockerFile if legacy else (build.dockerfile if build else None)
-    context_value = config.context if legacy else (build.context if build else None)
+    if legacy:
+        dockerfile_value = config.dockerFile
+        context_value = config.context
+    elif build is not None:
+        dockerfile_value = build.dockerfile
+        context_value = build.context
+    else:
+        dockerfile_value = None
+        context_value = None
     if dockerfile_value is None:
         raise UserError(
             f"{config_file}: the Dockerfile path is null",

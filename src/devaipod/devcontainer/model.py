@@ -168,8 +168,8 @@ class DevcontainerConfig(_Open):
         return DevaipodCustomizations.model_validate(raw)
 
 
-# Top-level properties the model knows besides its fields: read by other tools
-# or ignored on purpose, so they are not reported as unknown.
+# Top-level properties that are not model fields but are valid: other tools
+# read them or they are ignored on purpose, so they are not reported as unknown.
 KNOWN_UNMODELLED_PROPERTIES = frozenset({"$schema"})
 
 LIFECYCLE_COMMAND_NAMES = (

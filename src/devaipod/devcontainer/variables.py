@@ -18,8 +18,9 @@ from typing import Any
 
 from devaipod.errors import UserError
 
-# Like the reference CLI (0.88.0): from `${` to the first `}` on the same line,
-# with no nesting; the inside is split on every `:` into a name and arguments.
+# As in the reference CLI (0.88.0), a variable runs from `${` to the first `}`
+# on the same line, without nesting. Its inside is split on every `:` into a
+# name and arguments.
 VARIABLE_PATTERN = re.compile(r"\$\{(.*?)\}")
 
 LOCAL_WORKSPACE_FOLDER_LABEL = "devcontainer.local_folder"
@@ -160,8 +161,8 @@ def devcontainer_id(labels: Mapping[str, str]) -> str:
 
     The labels are serialised as compact JSON with sorted keys, byte for byte
     as JavaScript's `JSON.stringify` writes strings (non-ASCII kept, `/` not
-    escaped), hashed with SHA-256, and the 256-bit number is written in base 32
-    with digits 0-9a-v, left-padded with zeros.
+    escaped). The SHA-256 of that text, as a 256-bit number, is written in
+    base 32 with digits 0-9a-v and left-padded with zeros.
     """
     serialised = json.dumps(
         {key: labels[key] for key in sorted(labels)},

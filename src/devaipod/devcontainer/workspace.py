@@ -92,8 +92,9 @@ def workspace_defaults(
         relative = os.path.relpath(local_workspace_folder, mount_source)
         folder = _posix_join(target, "" if relative == "." else relative)
     if not has_mount_key:
-        # NOTE: the reference CLI appends ",consistency=..." on macOS and Windows
-        # hosts only; this follows its Linux form, where podman rejects the option.
+        # NOTE: only the Linux form is produced. The reference CLI appends
+        # ",consistency=..." on macOS and Windows hosts, and its code says podman
+        # rejects that option (podman 4.3.1 on Debian 12 accepts and ignores it).
         mount = (
             f"type=bind,{_quote_if_comma('source=' + str(mount_source))},"
             f"{_quote_if_comma('target=' + target)}"
