@@ -267,3 +267,48 @@ def test_relay_restart_after_agent_restart(session: GatewaySession, gateway_imag
     completed = agent_get(session)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["app"] == "gateway"
+
+
+def test_pod_relay_survives_agent_restart(
+    session: GatewaySession, test_image: str, gateway_image: str
+) -> None:
+    """In a loopback-only pod the infra container keeps the namespace across agent restarts."""
+    env = session.env
+    suffix = secrets.token_hex(4)
+    pod = f"devaipod-test-pod-{suffix}"
+    pod_session = GatewaySession(
+        agent=f"devaipod-test-pod-agent-{suffix}",
+        relay=f"devaipod-test-pod-relay-{suffix}",
+        gateway=session.gateway,
+        volume=session.volume,
+        secret=session.secret,
+        token=session.token,
+        env=env,
+    )
+    try:
+        podman(env, "pod", "create", "--name", pod, "--label", TEST_LABEL, "--network", "none")
+        podman(
+            env, "run", "-d", "--pod", pod, "--name", pod_session.agent, "--label", TEST_LABEL,
+            "--cap-drop=ALL", "--security-opt=no-new-privileges", "--user", "1000:1000",
+            "--init", test_image, "sleep", "infinity",
+        )  # fmt: skip
+        podman(
+            env, "run", "-d", "--pod", pod, "--name", pod_session.relay, "--label", TEST_LABEL,
+            "--cap-drop=ALL", "--security-opt=no-new-privileges", "--init",
+            "-v", f"{session.volume}:{SOCKET_DIR}",
+            gateway_image, "-v", "relay", "--map", f"127.0.0.1:{RELAY_PORT}={SOCKET_PATH}",
+        )  # fmt: skip
+        wait_for_log(env, pod_session.relay, "relaying 127.0.0.1:")
+
+        completed = agent_get(pod_session)
+        assert completed.returncode == 0, completed.stderr
+        assert json.loads(completed.stdout)["app"] == "gateway"
+        links = podman(env, "exec", pod_session.agent, "ip", "-o", "link").stdout
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+
+        podman(env, "restart", "-t", "0", pod_session.agent)
+        after_restart = agent_get(pod_session)
+        assert after_restart.returncode == 0, after_restart.stderr
+        assert json.loads(after_restart.stdout)["app"] == "gateway"
+    finally:
+        podman(env, "pod", "rm", "-f", "-t", "0", pod, check=False)

@@ -155,6 +155,7 @@ def ensure_gateway_image(
         progress(f"building {name} from {base}")
         _build(podman, name, context, containerfile, progress)
 
+    _remove_other_images(podman, keep=name)
     image = GatewayImage(
         name, inputs_hash, base, False, time.monotonic() - started, _size(podman, name)
     )
@@ -268,6 +269,22 @@ def _build(
             + " | ".join(tail[-5:]),
             fix="rerun with -v to see the whole build output",
         )
+
+
+def _remove_other_images(podman: str, keep: str) -> None:
+    """Remove older gateway images; podman keeps those that a container still uses."""
+    listed = _podman(
+        podman, "images", "--filter", f"reference={IMAGE_REPOSITORY}",
+        "--format", "{{.Repository}}:{{.Tag}}",
+    )  # fmt: skip
+    for image in sorted(set(listed.split())):
+        if image == keep or not image.startswith(f"{IMAGE_REPOSITORY}:"):
+            continue
+        removed = subprocess.run([podman, "rmi", image], capture_output=True, text=True)
+        if removed.returncode == 0:
+            log.info("removed the older gateway image %s", image)
+        else:
+            log.info("kept the older gateway image %s: %s", image, removed.stderr.strip()[-200:])
 
 
 def _image_exists(podman: str, name: str) -> bool:
