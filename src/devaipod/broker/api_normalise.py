@@ -53,7 +53,7 @@ _HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,200}$")
 
 
 class Denied(Exception):
-    """A request the gate rejects; `reason` says why, `operation` names what it attempted."""
+    """A request the gate rejects, with the `reason` and the `operation` it attempted."""
 
     def __init__(self, reason: str, operation: str = "unknown") -> None:
         super().__init__(reason)
