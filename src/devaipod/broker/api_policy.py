@@ -201,6 +201,9 @@ class OwnComment:
 class SessionState:
     """The comments and pull requests this session created, updated from forge responses."""
 
+    # NOTE: kept in memory only. After a broker restart the agent can no longer edit,
+    # delete or minimise comments it created before, and maxPullRequests counts from zero.
+
     own_comments: dict[tuple[str, int], OwnComment] = field(default_factory=dict)
     pull_requests: dict[str, list[int]] = field(default_factory=dict)
     pending_pull_requests: dict[str, int] = field(default_factory=dict)
