@@ -13,9 +13,11 @@ import binascii
 import hmac
 import json
 import logging
+import os
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -76,6 +78,34 @@ class ApiGate:
     context: GateContext
     upstream: ForgeUpstream
     state: SessionState = field(default_factory=SessionState)
+    state_file: Path | None = None  # where `state` is saved after each change, if anywhere
+
+    def save_state(self) -> None:
+        """Write the session state to `state_file` atomically (temporary file, then rename)."""
+        if self.state_file is None:
+            return
+        temporary = self.state_file.with_name(self.state_file.name + ".tmp")
+        temporary.write_text(json.dumps(self.state.to_json()), encoding="utf-8")
+        os.replace(temporary, self.state_file)
+
+
+def load_gate_state(path: Path) -> SessionState:
+    """Read a saved session state, or return an empty one when `path` does not exist.
+
+    Raises UserError when the file exists but cannot be read or parsed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return SessionState()
+    except OSError as error:
+        raise UserError(f"cannot read the API gate state {path}: {error}",
+                        fix="check the file's permissions, or remove it to start empty") from None
+    try:
+        return SessionState.from_json(json.loads(text))
+    except ValueError as error:
+        raise UserError(f"invalid API gate state {path}: {error}",
+                        fix="remove the file; the gate then forgets earlier comments") from None
 
 
 async def prepare_gates(
@@ -83,12 +113,15 @@ async def prepare_gates(
     config: UserConfig,
     token: str,
     http: aiohttp.ClientSession,
+    *,
+    state_dir: Path | None = None,
 ) -> dict[str, ApiGate]:
     """Build one gate per forge host in `scope`, with the facts pinned at session start.
 
     Each scoped repository's default branch and numeric id (GitLab's project id)
-    are read from the forge with `token`. Raises UserError when a host is not
-    known or a repository cannot be read.
+    are read from the forge with `token`. With `state_dir`, each gate keeps its
+    session state in `api-gate-<host>.json` there and reloads it on the next start.
+    Raises UserError when a host is not known or a repository cannot be read.
     """
     repos_by_host: dict[str, dict[str, ForgeUrl]] = {}
     urls = [repo.input.url for repo in scope.repos]
@@ -123,7 +156,12 @@ async def prepare_gates(
             token=token,
             graphql_url=graphql_url(api_base) if settings.kind == "github" else None,
         )
-        gates[host] = ApiGate(context=context, upstream=upstream)
+        state_file = None
+        if state_dir is not None:
+            state_file = state_dir / f"api-gate-{host.replace(':', '_')}.json"
+        state = load_gate_state(state_file) if state_file is not None else SessionState()
+        gates[host] = ApiGate(context=context, upstream=upstream, state=state,
+                              state_file=state_file)
     return gates
 
 
@@ -304,6 +342,12 @@ class ApiGateService:
         payload = payload.replace(token, REDACTED)
         parsed = _parse_json(payload) if decision.operation.startswith("create-") else None
         gate.state.finish(decision, status, parsed)
+        if decision.operation in ("create-comment", "delete-comment", "create-pull-request"):
+            try:
+                gate.save_state()
+            except OSError as error:
+                log.error("cannot save the API gate state of %s to %s: %s", host,
+                          gate.state_file, error)
 
         if status in _REDIRECT_STATUSES:
             reason = f"the forge returned redirect {status}, which the broker does not follow"

@@ -199,14 +199,51 @@ class OwnComment:
 
 @dataclass
 class SessionState:
-    """The comments and pull requests this session created, updated from forge responses."""
+    """The comments and pull requests this session created, updated from forge responses.
 
-    # NOTE: kept in memory only. After a broker restart the agent can no longer edit,
-    # delete or minimise comments it created before, and maxPullRequests counts from zero.
+    `to_json` and `from_json` let the broker keep it across restarts, so that the
+    agent can still edit its earlier comments and maxPullRequests keeps counting.
+    """
 
     own_comments: dict[tuple[str, int], OwnComment] = field(default_factory=dict)
     pull_requests: dict[str, list[int]] = field(default_factory=dict)
     pending_pull_requests: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """Return the created comments and pull requests as JSON-ready data.
+
+        Reservations of requests in flight are left out: after a restart their
+        outcome is unknown to the broker.
+        """
+        return {
+            "comments": [
+                {"repository": repo, "id": comment_id, "number": comment.number,
+                 "on_merge_request": comment.on_merge_request, "node_id": comment.node_id}
+                for (repo, comment_id), comment in sorted(self.own_comments.items())
+            ],
+            "pull_requests": {repo: list(numbers) for repo, numbers in self.pull_requests.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> SessionState:
+        """Rebuild a state saved by `to_json`; raises ValueError when `data` has another shape."""
+        if not isinstance(data, dict):
+            raise ValueError("the saved gate state is not a JSON object")
+        state = cls()
+        try:
+            for entry in data.get("comments", []):
+                key = (str(entry["repository"]).casefold(), int(entry["id"]))
+                node_id = entry.get("node_id")
+                state.own_comments[key] = OwnComment(
+                    number=int(entry["number"]),
+                    on_merge_request=bool(entry["on_merge_request"]),
+                    node_id=str(node_id) if node_id is not None else None,
+                )
+            for repo, numbers in dict(data.get("pull_requests", {})).items():
+                state.pull_requests[str(repo).casefold()] = [int(number) for number in numbers]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"the saved gate state is invalid: {error}") from error
+        return state
 
     def own_comment(self, repo: ScopedRepo, comment_id: int) -> OwnComment | None:
         """Return the comment if this session created it in `repo`."""

@@ -513,3 +513,44 @@ async def test_not_modified_passes_back(tmp_path: Path) -> None:
 
     assert status == 304
     assert etag == '"v1"'
+
+
+async def test_gate_state_survives_restart(tmp_path: Path) -> None:
+    async with FakeForge("github") as forge, aiohttp.ClientSession() as http:
+        forge.add_repo("octo/hello")
+        forge.add_issue("octo/hello", "Bug")
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "github"\napi_url = "{forge.api_url}"\n', "t")
+        scope = derive_scope(parse_forge_url(f"{forge.web_url}/octo/hello/issues/1", config))
+        audit = AuditLog(tmp_path / "audit.jsonl", "s")
+        comment = ApiRequest("POST", "/repos/octo/hello/issues/1/comments", "",
+                             [("Content-Type", "application/json")], b'{"body": "first"}')
+
+        first = await prepare_gates(scope, config, forge.token, http, state_dir=tmp_path)
+        service = ApiGateService(first, audit)
+        created = await service.execute(forge.host, comment)
+        await service.close()
+
+        second = await prepare_gates(scope, config, forge.token, http, state_dir=tmp_path)
+        comment_id = created.json()["id"]  # type: ignore[index]
+        edit = ApiRequest("PATCH", f"/repos/octo/hello/issues/comments/{comment_id}", "",
+                          [("Content-Type", "application/json")], b'{"body": "edited"}')
+        decision = decide(second[forge.host].context, second[forge.host].state, edit)
+        audit.close()
+
+    assert created.status == 201
+    assert decision.allowed, decision.reason
+
+
+async def test_invalid_gate_state_is_user_error(tmp_path: Path) -> None:
+    async with FakeForge("forgejo") as forge, aiohttp.ClientSession() as http:
+        forge.add_repo("o/r")
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "forgejo"\napi_url = "{forge.api_url}"\n', "t")
+        scope = derive_scope(parse_forge_url(f"{forge.web_url}/o/r/issues/1", config))
+        (tmp_path / f"api-gate-{forge.host.replace(':', '_')}.json").write_text("{not json")
+
+        with pytest.raises(UserError) as raised:
+            await prepare_gates(scope, config, forge.token, http, state_dir=tmp_path)
+
+    assert "invalid API gate state" in raised.value.message

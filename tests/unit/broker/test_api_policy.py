@@ -397,3 +397,22 @@ def test_non_draft_allowed_when_scope_allows() -> None:
     assert decision.upstream is not None
     assert decision.upstream.body is not None
     assert json.loads(decision.upstream.body)["draft"] is False
+
+
+def test_session_state_json_round_trip() -> None:
+    state = _state("github")
+    state.pull_requests["octo/hello"] = [4]
+    state.pending_pull_requests["octo/hello"] = 1
+
+    restored = SessionState.from_json(json.loads(json.dumps(state.to_json())))
+
+    assert restored.own_comments == state.own_comments
+    assert restored.pull_requests == {"octo/hello": [4]}
+    assert restored.pending_pull_requests == {}
+
+
+@pytest.mark.parametrize("data", [[], {"comments": [{"id": 1}]},
+                                  {"pull_requests": {"o/r": ["x"]}}])
+def test_session_state_rejects_bad_json(data: object) -> None:
+    with pytest.raises(ValueError):
+        SessionState.from_json(data)
