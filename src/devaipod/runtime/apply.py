@@ -58,9 +58,12 @@ class CreatedObjects:
         self.created.append(("secret", spec.name))
 
     def create_container(self, spec: ContainerSpec) -> None:
-        """Create a container (not started) and record it."""
-        self.created.append(("container", spec.name))
+        """Create a container (not started) and record it.
+
+        Recorded only once created, so a name clash never removes someone else's container.
+        """
         self.engine.create_container(spec.engine_args())
+        self.created.append(("container", spec.name))
 
     def rollback(self) -> None:
         """Remove every recorded object, newest first; log what cannot be removed."""

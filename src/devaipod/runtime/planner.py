@@ -46,8 +46,17 @@ WORKSPACE_KEEPALIVE = "trap 'exit 0' TERM INT; while sleep 3600 & wait $!; do :;
 # and its output is copied to the container log.
 # The command comes from an environment variable because tmux would split an argv
 # on arguments ending in ';'.
+# Exports each secret file /run/secrets/DEVAIPOD_ENV_<NAME> as the variable NAME. Secrets
+# travel as files because podman 4.3 shows `type=env` secret values in `podman inspect`.
+SECRET_FILE_PREFIX = "DEVAIPOD_ENV_"
+LOAD_SECRETS = (
+    f"for f in /run/secrets/{SECRET_FILE_PREFIX}*; do "
+    f'[ -f "$f" ] && export "${{f#/run/secrets/{SECRET_FILE_PREFIX}}}=$(cat "$f")"; '
+    "done; "
+)
+
 AGENT_TMUX_ENTRY = (
-    "set -e; "
+    LOAD_SECRETS + "set -e; "
     f"tmux -f /dev/null new-session -d -s {TMUX_SESSION} -x 200 -y 50 'exec sleep 2147483647'; "
     "tmux set-option -g remain-on-exit on; "
     f"tmux pipe-pane -t {TMUX_SESSION} -o 'cat >> /proc/1/fd/1'; "
@@ -260,18 +269,22 @@ def _agent_container(
         agent_env[TASK_ENV] = inputs.task
     agent_env[AGENT_COMMAND_ENV] = shlex.join(agent_command)
     options.extend(_env_options(agent_env))
+    if secrets:
+        # The root filesystem is read-only, so the secret files need a tmpfs to land on.
+        options.append("--tmpfs=/run/secrets:rw,nosuid,nodev,noexec,size=1m,mode=0755")
     options.extend(
-        f"--secret={secret.name},type=env,target={secret.target_env}" for secret in secrets
+        f"--secret={secret.name},type=mount,uid={user.uid},gid={user.gid},mode=0400,"
+        f"target={SECRET_FILE_PREFIX}{secret.target_env}"
+        for secret in secrets
     )
 
+    options.append("--entrypoint=/bin/sh")
     if inputs.use_tmux:
-        options.append("--entrypoint=/bin/sh")
         command: tuple[str, ...] = ("-c", AGENT_TMUX_ENTRY)
     else:
         if inputs.interactive:
             options.extend(["--interactive", "--tty"])
-        options.append("--entrypoint=[]")
-        command = tuple(agent_command)
+        command = ("-c", LOAD_SECRETS + 'exec "$@"', "devaipod-agent", *agent_command)
 
     spec = ContainerSpec(
         name=f"{inputs.session}-agent",

@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -85,10 +86,10 @@ class PodmanEngine:
         return cast(dict[str, object], data[0])
 
     def build_image(self, argv: Sequence[str]) -> None:
-        """Run `podman build` with its progress shown on stderr."""
+        """Run `podman build` with its progress shown on stderr (stdout carries results)."""
         full = [self._resolve_program(), *argv]
         log.info("building image: %s", " ".join(full))
-        completed = subprocess.run(full, check=False, stdout=subprocess.DEVNULL)
+        completed = subprocess.run(full, check=False, stdout=sys.stderr)
         if completed.returncode != 0:
             raise EngineError(
                 f"podman build failed with exit code {completed.returncode}",

@@ -130,8 +130,11 @@ def _plan_session(
     adapter = _apply_agent_settings(adapter, settings)
     agent_settings = settings.agents.get(adapter.name)
     if workspace.build is not None:
-        progress(f"building image {workspace.build.tag}")
-    build_images(engine, (workspace.build,) if workspace.build else ())
+        if engine.image_exists(workspace.build.tag):
+            progress(f"reusing image {workspace.build.tag}: its build inputs are unchanged")
+        else:
+            progress(f"building image {workspace.build.tag}")
+            build_images(engine, (workspace.build,))
 
     agent_image = customizations.agentImage
     if agent_settings is not None and agent_settings.image:

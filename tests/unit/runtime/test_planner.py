@@ -161,9 +161,12 @@ def test_api_keys_travel_as_secrets() -> None:
 
     assert [secret.target_env for secret in plan.secrets] == ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
     assert agent.option_values("--secret") == [
-        "devaipod-demo-env-ANTHROPIC_API_KEY,type=env,target=ANTHROPIC_API_KEY",
-        "devaipod-demo-env-OPENAI_API_KEY,type=env,target=OPENAI_API_KEY",
+        "devaipod-demo-env-ANTHROPIC_API_KEY,type=mount,uid=1000,gid=1000,mode=0400,"
+        "target=DEVAIPOD_ENV_ANTHROPIC_API_KEY",
+        "devaipod-demo-env-OPENAI_API_KEY,type=mount,uid=1000,gid=1000,mode=0400,"
+        "target=DEVAIPOD_ENV_OPENAI_API_KEY",
     ]
+    assert any(option.startswith("--tmpfs=/run/secrets:") for option in agent.options)
     assert not any("API_KEY=" in value for value in agent.option_values("--env"))
 
 
@@ -182,7 +185,8 @@ def test_agent_without_tmux_runs_directly() -> None:
     plan = build_session_plan(make_inputs(use_tmux=False, interactive=True))
     agent = plan.container(Role.AGENT)
 
-    assert agent.command == ("sh", "-c", "echo hi")
+    assert agent.command[-3:] == ("sh", "-c", "echo hi")
+    assert agent.command[1].endswith('exec "$@"')
     assert "--tty" in agent.options
     assert "--interactive" in agent.options
 
