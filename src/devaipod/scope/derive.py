@@ -6,13 +6,20 @@ pull request's head branch when the session starts.
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
 from devaipod.errors import UserError
 from devaipod.forge.urls import ForgeUrl
 from devaipod.scope.model import AttachedContext, RepoInput, RepoOutput, RepoScope, Scope
+
+if TYPE_CHECKING:
+    # Only for annotations, so `scope init` does not import the HTTP client stack.
+    from devaipod.forge.clients import IssueDetails
+
+log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "devaipod"
 # The branch for a session started from a repository URL, with no issue to name it after.
@@ -75,3 +82,35 @@ def derive_scope(forge_url: ForgeUrl, *, target_branch: str | None = None) -> Sc
             )
         )
     return Scope(repos=[repo], attachedContexts=contexts)
+
+
+def push_to_pull_request_head(scope: Scope, forge_url: ForgeUrl, details: IssueDetails) -> Scope:
+    """Point the derived scope at a pull request's own head branch, when it can be pushed.
+
+    When the pull request at `forge_url` comes from a branch of the same
+    repository, the agent pushes to that branch and opens no new pull request.
+    For a pull request from a fork (or one whose head the forge did not report),
+    the scope is returned unchanged, with `devaipod/pr-N` as its branch.
+    """
+    if forge_url.item != "pull_request" or not details.is_pull_request:
+        return scope
+    if not details.head_in_same_repository or not details.head_branch:
+        return scope
+
+    repos = []
+    for repo in scope.repos:
+        if repo.output is not None and repo.output.targetBranch == target_branch_for(forge_url):
+            fields = repo.output.model_dump() | {
+                "targetBranch": details.head_branch,
+                "createPullRequest": False,
+                "maxPullRequests": 0,
+            }
+            try:
+                output = RepoOutput.model_validate(fields)
+            except ValidationError:
+                log.warning("pull request head %r is not a valid branch name; pushing to %s",
+                            details.head_branch, repo.output.targetBranch)
+                return scope
+            repo = RepoScope(input=repo.input, output=output)
+        repos.append(repo)
+    return scope.model_copy(update={"repos": repos})

@@ -7,8 +7,9 @@ import yaml
 
 from devaipod.config import parse_config
 from devaipod.errors import UserError
+from devaipod.forge.clients import IssueDetails
 from devaipod.forge.urls import parse_forge_url
-from devaipod.scope.derive import derive_scope
+from devaipod.scope.derive import derive_scope, push_to_pull_request_head
 from devaipod.scope.model import dump_scope, parse_scope
 
 CONFIG = parse_config('[forges."127.0.0.1:8080"]\nkind = "forgejo"\n', "test config")
@@ -97,3 +98,48 @@ def test_derived_scope_round_trips_yaml() -> None:
     reloaded = parse_scope(yaml.safe_load(dump_scope(scope)), "derived")
 
     assert reloaded == scope
+
+
+def _pull_details(head: str | None, same_repository: bool | None) -> IssueDetails:
+    return IssueDetails(number=5, title="t", body="", labels=[], state="open", author="a",
+                        url="", is_pull_request=True, head_branch=head, base_branch="main",
+                        head_in_same_repository=same_repository)
+
+
+def test_pull_head_in_same_repository() -> None:
+    url = parse_forge_url("https://github.com/o/r/pull/5", CONFIG)
+
+    scope = push_to_pull_request_head(derive_scope(url), url, _pull_details("feature/x", True))
+
+    output = scope.repos[0].output
+    assert output is not None
+    assert output.targetBranch == "feature/x"
+    assert output.createPullRequest is False
+    assert output.maxPullRequests == 0
+    assert output.allowForcePush is False
+    assert scope.attachedContexts[0].url == "https://github.com/o/r/pull/5"
+
+
+def test_pull_head_from_fork_unchanged() -> None:
+    url = parse_forge_url("https://gitlab.com/g/p/-/merge_requests/5", CONFIG)
+    derived = derive_scope(url)
+
+    scope = push_to_pull_request_head(derived, url, _pull_details("feature/x", False))
+
+    assert scope == derived
+
+
+def test_pull_head_invalid_branch_unchanged() -> None:
+    url = parse_forge_url("https://codeberg.org/o/r/pulls/5", CONFIG)
+    derived = derive_scope(url)
+
+    scope = push_to_pull_request_head(derived, url, _pull_details("bad..name", True))
+
+    assert scope == derived
+
+
+def test_issue_scope_ignores_pull_details() -> None:
+    url = parse_forge_url("https://github.com/o/r/issues/5", CONFIG)
+    derived = derive_scope(url)
+
+    assert push_to_pull_request_head(derived, url, _pull_details("x", True)) == derived
