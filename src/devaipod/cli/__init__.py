@@ -59,6 +59,9 @@ def _register_commands() -> None:
 
     for command in SESSION_COMMANDS:
         cli.add_command(command)
+    from devaipod.cli.doctor_cmd import doctor_command
+
+    cli.add_command(doctor_command)
     from devaipod.cli.config_cmd import config_group
 
     cli.add_command(config_group)
