@@ -1,7 +1,26 @@
 """TCP-to-unix-socket relay: the agent's only way out of its loopback-only network namespace.
 
 It listens on loopback inside the agent's namespace and copies bytes to unix sockets that
-the gateway serves in a shared volume. It applies no policy; the gateway does.
+the gateway serves in a shared volume. It applies no policy, which is the gateway's job.
+
+Where the relay runs, as measured on podman 4.3.1 (runc, netavark, rootful):
+
+- `--network container:AGENT` works when the agent runs with `--network none`: both share
+  one namespace with only `lo`, and the relay's 127.0.0.1 listener serves the agent.
+- Stopping the agent leaves the relay running in the old namespace. Starting or
+  restarting the agent gives it a new namespace, so connections to the relay port are
+  refused until the relay is restarted too. Podman also refuses to remove the agent
+  while the relay depends on it (`podman rm -f` must remove the relay first).
+- A pod created with `--network none` keeps its namespace in the infra container, so the
+  agent can restart or crash and the relay keeps working. `pod create` took about 0.3 s
+  here, and podman 4.x builds the pause image locally.
+
+Design chosen: on podman, the agent and the relay share a `--network none` pod, because
+agent restarts then need no relay restart and `pod stop/start/rm` handles both. The
+gateway and the workspace stay outside the pod. Docker has no pods, so there the relay
+joins the agent with `--network container:AGENT`, and starting the agent must restart
+the relay. tests/e2e/test_relay_gateway.py checks both layouts.
+NOTE: session plans do not start the gateway and the relay yet.
 """
 
 from __future__ import annotations
@@ -88,10 +107,10 @@ class Relay:
     maps: Sequence[RelayMap]
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    _servers: list[tuple[RelayMap, asyncio.Server]] = field(default_factory=list)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _counters: _Counters = field(default_factory=_Counters)
+    _servers: list[tuple[RelayMap, asyncio.Server]] = field(default_factory=list, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1), init=False)
+    _counters: _Counters = field(default_factory=_Counters, init=False)
 
     async def start(self) -> None:
         """Open every listener; on a bind error close the ones already open and raise."""

@@ -188,7 +188,7 @@ def probe_python(base_image: str, podman: str = "podman") -> TargetPython:
         )
     if data["libc"] not in ("glibc", "musl"):
         raise UserError(
-            f"cannot tell the C library of the gateway base image {base_image}",
+            f"unknown C library {data['libc']!r} in the gateway base image {base_image}",
             fix=f"use a glibc or musl based image such as {DEFAULT_BASE_IMAGE}",
         )
     return TargetPython(
@@ -205,7 +205,7 @@ def _parse_libc_version(text: str) -> tuple[int, int]:
     numbers = re.findall(r"\d+", text)
     if not numbers:
         raise UserError(
-            f"cannot read the C library version {text!r} of the gateway base image",
+            f"invalid C library version {text!r} in the gateway base image",
             fix=f"use a glibc or musl based image such as {DEFAULT_BASE_IMAGE}",
         )
     return int(numbers[0]), int(numbers[1]) if len(numbers) > 1 else 0
