@@ -64,6 +64,8 @@ def show(workspace_folder: Path, config_file: Path | None, as_json: bool, exampl
             raise click.UsageError("--example and --config cannot be used together")
         workspace_folder = example_path()
     resolved = load_devcontainer(workspace_folder, config_file)
+    for warning in resolved.warnings:
+        output.warn(f"{resolved.config_file}: {warning}")
 
     if as_json:
         document = resolved.show_json()

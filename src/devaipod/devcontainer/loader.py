@@ -8,6 +8,7 @@ validates the types and resolves the Dockerfile and build context.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import re
@@ -152,6 +153,7 @@ class ResolvedDevcontainer:
     build: DockerfileBuild | None
     compose_files: list[Path]
     unknown_properties: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def devaipod(self) -> DevaipodCustomizations:
@@ -208,7 +210,9 @@ class ResolvedDevcontainer:
         workspace: dict[str, Any] = {}
         if self.workspace_folder is not None:
             workspace["workspaceFolder"] = self.workspace_folder
-        if self.workspace_mount is not None:
+        if "dockerComposeFile" not in self.configuration:
+            # As in the reference CLI, the key's presence decides (even for an image
+            # config), and a `"workspaceMount": null` in the file shows as null.
             workspace["workspaceMount"] = self.workspace_mount
         return {"configuration": self.configuration, "workspace": workspace}
 
@@ -263,6 +267,15 @@ def load_devcontainer(
             f"{source} is missing one of image, dockerFile or dockerComposeFile",
             fix='add "image" (for example "debian:bookworm") or "build": {"dockerfile": ...}',
         )
+    if kind is ConfigKind.IMAGE and typed.image is None:
+        raise UserError(f"{source}: image is null", fix="set image to an image name")
+    if kind is ConfigKind.COMPOSE and typed.dockerComposeFile is None:
+        raise UserError(
+            f"{source}: dockerComposeFile is null", fix="set it to a Compose file name or a list"
+        )
+    warnings = _late_variable_warnings(configuration)
+    for warning in warnings:
+        log.info("%s: %s", source, warning)
 
     build = None
     if kind is ConfigKind.DOCKERFILE:
@@ -292,7 +305,41 @@ def load_devcontainer(
         build=build,
         compose_files=compose_files,
         unknown_properties=unknown,
+        warnings=warnings,
     )
+
+
+# Properties that reach the engine or the image build before the container
+# exists, so `${containerEnv:...}` in them is passed on literally.
+_CREATE_TIME_PROPERTIES = (
+    "image",
+    "build",
+    "dockerFile",
+    "containerEnv",
+    "mounts",
+    "runArgs",
+    "appPort",
+    "workspaceMount",
+    "workspaceFolder",
+    "containerUser",
+)
+
+
+def _late_variable_warnings(configuration: dict[str, Any]) -> list[str]:
+    warnings: list[str] = []
+    for key in _CREATE_TIME_PROPERTIES:
+        if key in configuration and "${containerEnv:" in json.dumps(configuration[key]):
+            warnings.append(
+                f"${{containerEnv:...}} in {key} is not replaced: the container does not "
+                f"exist yet when {key} is used, so the text is passed on as written"
+            )
+    for key in ("image", "build", "dockerFile"):
+        if key in configuration and "${devcontainerId}" in json.dumps(configuration[key]):
+            warnings.append(
+                f"${{devcontainerId}} in {key} makes the image differ per workspace; "
+                "the Dev Containers spec does not allow it in build inputs"
+            )
+    return warnings
 
 
 def _check_workspace_types(raw: dict[str, Any], source: str) -> None:

@@ -176,3 +176,12 @@ def test_strip_keeps_length_and_newlines(text: str) -> None:
     assert [i for i, c in enumerate(stripped) if c == "\n"] == [
         i for i, c in enumerate(text) if c == "\n"
     ]
+
+
+@given(st.text(alphabet=st.sampled_from(list('{}[],:"/*\\ \n\tab1-.etrufnl\ufeff')), max_size=40))
+def test_arbitrary_text_parses_or_raises_syntax(text: str) -> None:
+    try:
+        parse_jsonc(text)
+    except JsoncSyntaxError as error:
+        assert error.line >= 1
+        assert error.column >= 1

@@ -199,3 +199,31 @@ def test_typed_config_after_phase_two(tmp_path: Path) -> None:
     assert resolved.config.containerEnv == {"ID": "${devcontainerId}"}
     typed = resolved.config_with_devcontainer_id()
     assert typed.containerEnv == {"ID": resolved.devcontainer_id}
+
+
+def test_null_workspace_mount_shown(tmp_path: Path) -> None:
+    config = {"image": "x", "workspaceMount": None, "workspaceFolder": None}
+    resolved = load_devcontainer(_workspace(tmp_path, config), env={})
+    assert resolved.show_json()["workspace"] == {
+        "workspaceFolder": "/workspaces/app",
+        "workspaceMount": None,
+    }
+
+
+def test_null_image_rejected(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="image is null"):
+        load_devcontainer(_workspace(tmp_path, {"image": None}), env={})
+
+
+def test_late_container_env_warned(tmp_path: Path) -> None:
+    config = {
+        "image": "x",
+        "containerEnv": {"P": "${containerEnv:PATH}"},
+        "remoteEnv": {"P": "${containerEnv:PATH}"},
+        "build": {"args": {"ID": "${devcontainerId}"}, "dockerfile": "D"},
+    }
+    resolved = load_devcontainer(_workspace(tmp_path, config), env={}, require_dockerfile=False)
+    messages = resolved.warnings
+    assert any("in containerEnv is not replaced" in message for message in messages)
+    assert not any("in remoteEnv" in message for message in messages)
+    assert any("${devcontainerId} in build" in message for message in messages)
