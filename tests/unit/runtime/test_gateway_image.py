@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,49 @@ def test_inputs_hash_tracks_each_input(tmp_path: Path) -> None:
 def test_tag_safe_replaces_plus() -> None:
     assert gateway_image._tag_safe("0.0.0+unknown") == "0.0.0-unknown"
     assert gateway_image._tag_safe("0.1.0") == "0.1.0"
+
+
+def fake_probe(monkeypatch: pytest.MonkeyPatch, returncode: int, stdout: str) -> None:
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        assert command[:2] == ["podman", "run"]
+        return subprocess.CompletedProcess(command, returncode, stdout, "python3: not found")
+
+    monkeypatch.setattr(gateway_image.subprocess, "run", run)
+
+
+def probe_output(**changes: object) -> str:
+    data: dict[str, object] = {
+        "major": 3, "minor": 11, "implementation": "cpython", "machine": "x86_64",
+        "libc": "glibc", "libc_version": "2.36",
+    }  # fmt: skip
+    data.update(changes)
+    return json.dumps(data) + "\n"
+
+
+def test_probe_python_reads_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_probe(monkeypatch, 0, probe_output())
+    target = gateway_image.probe_python("localhost/base")
+    assert target == TargetPython(3, 11, "cpython", "x86_64", "glibc", (2, 36))
+
+
+def test_probe_python_old_version_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_probe(monkeypatch, 0, probe_output(minor=10))
+    with pytest.raises(UserError) as raised:
+        gateway_image.probe_python("localhost/base")
+    assert "3.10" in raised.value.message
+    assert BASE_IMAGE_ENV in (raised.value.fix or "")
+
+
+def test_probe_python_missing_python_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_probe(monkeypatch, 127, "")
+    with pytest.raises(UserError) as raised:
+        gateway_image.probe_python("localhost/base")
+    assert "cannot run python3 in the gateway base image localhost/base" in raised.value.message
+    assert "python3: not found" in raised.value.message
+
+
+def test_probe_python_unknown_libc_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_probe(monkeypatch, 0, probe_output(libc="", libc_version=""))
+    with pytest.raises(UserError) as raised:
+        gateway_image.probe_python("localhost/base")
+    assert "unknown C library" in raised.value.message
