@@ -56,8 +56,14 @@ def strip_jsonc(text: str) -> str:
 
         if char == '"':
             pending_comma = None
+            start = index
             index += 1
-            while index < length and chars[index] != '"' and chars[index] != "\n":
+            while index < length and chars[index] != '"':
+                if chars[index] in "\r\n" or (
+                    chars[index] == "\\" and index + 1 < length and chars[index + 1] in "\r\n"
+                ):
+                    line, column = _position(text, start)
+                    raise JsoncSyntaxError("unterminated string (line break inside)", line, column)
                 index += 2 if chars[index] == "\\" else 1
             index += 1
             continue
@@ -104,7 +110,11 @@ def parse_jsonc(text: str) -> Any:
     plain = strip_jsonc(text)
 
     try:
-        return json.loads(plain, object_pairs_hook=dict, parse_constant=_reject_constant)
+        # strict=False accepts tabs and other control characters inside strings,
+        # as jsonc-parser does; line breaks inside strings are rejected above.
+        return json.loads(
+            plain, object_pairs_hook=dict, parse_constant=_reject_constant, strict=False
+        )
     except json.JSONDecodeError as error:
         raise JsoncSyntaxError(error.msg, error.lineno, error.colno) from error
     except ValueError as error:

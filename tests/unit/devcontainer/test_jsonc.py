@@ -185,3 +185,13 @@ def test_arbitrary_text_parses_or_raises_syntax(text: str) -> None:
     except JsoncSyntaxError as error:
         assert error.line >= 1
         assert error.column >= 1
+
+
+def test_tab_inside_string_accepted() -> None:
+    assert parse_jsonc('{"a": "x\ty"}') == {"a": "x\ty"}
+
+
+def test_line_break_inside_string_rejected() -> None:
+    with pytest.raises(JsoncSyntaxError) as caught:
+        parse_jsonc('{\n  "a": "x\ny"}')
+    assert (caught.value.line, caught.value.column) == (2, 8)
