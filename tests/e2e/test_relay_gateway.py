@@ -19,12 +19,20 @@ from dataclasses import dataclass
 import pytest
 
 from devaipod.runtime.gateway_image import ensure_gateway_image
+from devaipod.runtime.gateway_specs import (
+    BROKER_DOOR,
+    gateway_container,
+    relay_container,
+    secret_file,
+    socket_volume,
+    token_secret,
+)
+from devaipod.runtime.plan import LABEL_SESSION, ContainerSpec, VolumeSpec
 
 pytestmark = pytest.mark.e2e
 
-RELAY_PORT = 8417
-SOCKET_DIR = "/run/devaipod/sockets"
-SOCKET_PATH = f"{SOCKET_DIR}/broker.sock"
+RELAY_PORT = BROKER_DOOR.port
+SOCKET_PATH = BROKER_DOOR.socket_path
 TEST_LABEL = "devaipod.test=relay-gateway"
 
 # A stand-in for the broker: `devaipod broker` listens on TCP only so far. It reports
@@ -73,10 +81,11 @@ class GatewaySession:
     agent: str
     relay: str
     gateway: str
-    volume: str
+    volume: VolumeSpec
     secret: str
     token: str
     env: dict[str, str]
+    labels: dict[str, str]
 
 
 def podman(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -103,14 +112,17 @@ def agent_get(session: GatewaySession, path: str = "/") -> subprocess.CompletedP
     return podman(session.env, "exec", session.agent, "python3", "-c", AGENT_GET, url, check=False)
 
 
-def start_relay(session: GatewaySession, image: str) -> None:
-    podman(
-        session.env, "run", "-d", "--name", session.relay, "--label", TEST_LABEL,
-        "--network", f"container:{session.agent}",
-        "--cap-drop=ALL", "--security-opt=no-new-privileges", "--init",
-        "-v", f"{session.volume}:{SOCKET_DIR}",
-        image, "-v", "relay", "--map", f"127.0.0.1:{RELAY_PORT}={SOCKET_PATH}",
+def create_and_start(env: dict[str, str], spec: ContainerSpec) -> None:
+    podman(env, *spec.engine_args())
+    podman(env, "start", spec.name)
+
+
+def start_relay(session: GatewaySession, image: str, network: str) -> None:
+    spec = relay_container(
+        session.relay, image, network=network, volume=session.volume, labels=session.labels,
+        doors=[BROKER_DOOR],
     )  # fmt: skip
+    create_and_start(session.env, spec)
     wait_for_log(session.env, session.relay, "relaying 127.0.0.1:")
 
 
@@ -125,42 +137,45 @@ def session(
     podman_env: dict[str, str], test_image: str, gateway_image: str
 ) -> Iterator[GatewaySession]:
     suffix = secrets.token_hex(4)
+    name = f"devaipod-test-{suffix}"
+    labels = {LABEL_SESSION: name, "devaipod.test": "relay-gateway"}
+    volume = socket_volume(name, labels)
+    secret = token_secret(name, labels)
     created = GatewaySession(
-        agent=f"devaipod-test-agent-{suffix}",
-        relay=f"devaipod-test-relay-{suffix}",
-        gateway=f"devaipod-test-gateway-{suffix}",
-        volume=f"devaipod-test-sockets-{suffix}",
-        secret=f"devaipod-test-token-{suffix}",
+        agent=f"{name}-agent",
+        relay=f"{name}-relay",
+        gateway=f"{name}-gateway",
+        volume=volume,
+        secret=secret.name,
         token=f"forge-token-{secrets.token_urlsafe(24)}",
         env=podman_env,
+        labels=labels,
     )
     env = podman_env
+    gateway = gateway_container(
+        created.gateway, gateway_image, volume=volume, secret=secret, labels=labels,
+        command=["-c", GATEWAY_APP, secret_file(secret), SOCKET_PATH],
+        network="--network=none", entrypoint="/opt/devaipod/bin/python",
+    )  # fmt: skip
     try:
-        podman(env, "volume", "create", "--label", TEST_LABEL, created.volume)
+        podman(env, *volume.engine_args())
         subprocess.run(
-            ["podman", "secret", "create", created.secret, "-"],
+            ["podman", *secret.engine_args()],
             input=created.token, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
-
-        podman(
-            env, "run", "-d", "--name", created.gateway, "--label", TEST_LABEL,
-            "--network", "none", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-            "--init", "--secret", created.secret, "-v", f"{created.volume}:{SOCKET_DIR}",
-            "--entrypoint", "/opt/devaipod/bin/python", gateway_image,
-            "-c", GATEWAY_APP, f"/run/secrets/{created.secret}", SOCKET_PATH,
-        )  # fmt: skip
+        create_and_start(env, gateway)
         podman(
             env, "run", "-d", "--name", created.agent, "--label", TEST_LABEL,
             "--network", "none", "--cap-drop=ALL", "--security-opt=no-new-privileges",
             "--user", "1000:1000", "--init", test_image, "sleep", "infinity",
         )  # fmt: skip
-        start_relay(created, gateway_image)
+        start_relay(created, gateway_image, f"--network=container:{created.agent}")
         wait_for_log(env, created.gateway, SOCKET_PATH)
         yield created
     finally:
         for container in (created.relay, created.agent, created.gateway):
             podman(env, "rm", "-f", "-t", "0", container, check=False)
-        podman(env, "volume", "rm", "-f", created.volume, check=False)
+        podman(env, "volume", "rm", "-f", created.volume.name, check=False)
         podman(env, "secret", "rm", created.secret, check=False)
 
 
@@ -253,6 +268,13 @@ def test_agent_container_hardening(session: GatewaySession) -> None:
 
     relay = json.loads(podman(session.env, "inspect", session.relay).stdout)[0]
     assert relay["HostConfig"]["NetworkMode"] == f"container:{agent['Id']}"
+    assert relay["HostConfig"]["ReadonlyRootfs"] is True
+    assert relay["EffectiveCaps"] in (None, [])
+    assert relay["Config"]["Labels"]["devaipod.role"] == "relay"
+
+    gateway = json.loads(podman(session.env, "inspect", session.gateway).stdout)[0]
+    assert gateway["Config"]["Labels"]["devaipod.role"] == "gateway"
+    assert gateway["EffectiveCaps"] in (None, [])
 
 
 def test_relay_restart_after_agent_restart(session: GatewaySession, gateway_image: str) -> None:
@@ -284,6 +306,7 @@ def test_pod_relay_survives_agent_restart(
         secret=session.secret,
         token=session.token,
         env=env,
+        labels=session.labels,
     )
     try:
         podman(env, "pod", "create", "--name", pod, "--label", TEST_LABEL, "--network", "none")
@@ -292,13 +315,7 @@ def test_pod_relay_survives_agent_restart(
             "--cap-drop=ALL", "--security-opt=no-new-privileges", "--user", "1000:1000",
             "--init", test_image, "sleep", "infinity",
         )  # fmt: skip
-        podman(
-            env, "run", "-d", "--pod", pod, "--name", pod_session.relay, "--label", TEST_LABEL,
-            "--cap-drop=ALL", "--security-opt=no-new-privileges", "--init",
-            "-v", f"{session.volume}:{SOCKET_DIR}",
-            gateway_image, "-v", "relay", "--map", f"127.0.0.1:{RELAY_PORT}={SOCKET_PATH}",
-        )  # fmt: skip
-        wait_for_log(env, pod_session.relay, "relaying 127.0.0.1:")
+        start_relay(pod_session, gateway_image, f"--pod={pod}")
 
         completed = agent_get(pod_session)
         assert completed.returncode == 0, completed.stderr
