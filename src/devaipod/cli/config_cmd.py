@@ -12,6 +12,7 @@ from rich.table import Table
 
 from devaipod import output
 from devaipod.devcontainer import ResolvedDevcontainer, load_devcontainer
+from devaipod.devcontainer.discovery import DEFAULT_CONFIG_PATHS, absolute_path, list_configs
 
 
 def example_path() -> Path:
@@ -73,6 +74,36 @@ def show(workspace_folder: Path, config_file: Path | None, as_json: bool, exampl
         output.print_json(document)
         return
     _print_summary(resolved)
+
+
+@config_group.command("list")
+@click.option(
+    "--workspace-folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default="the current directory",
+    help="Project folder to search.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
+def list_command(workspace_folder: Path, as_json: bool) -> None:
+    """List the devcontainer.json files of a project and which one is used by default.
+
+    Files in .devcontainer/<folder>/ are used only when chosen with --config.
+    """
+    folder = absolute_path(workspace_folder)
+    configs = list_configs(folder)
+    default_paths = {folder / path for path in DEFAULT_CONFIG_PATHS}
+    default = next((path for path in configs if path in default_paths), None)
+    rows = [{"path": str(path.relative_to(folder)), "default": path == default} for path in configs]
+    if as_json:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.info(f"no devcontainer.json in {folder}")
+        return
+    for row in rows:
+        marker = "(default)" if row["default"] else "(use --config)"
+        output.result(f"{row['path']}  {marker}")
 
 
 @config_group.command("example-path")

@@ -45,6 +45,12 @@ def list_folder_configs(workspace_folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def list_configs(workspace_folder: Path) -> list[Path]:
+    """Return every config of the workspace: the default paths that exist, then folder configs."""
+    defaults = [workspace_folder / path for path in DEFAULT_CONFIG_PATHS]
+    return [path for path in defaults if path.is_file()] + list_folder_configs(workspace_folder)
+
+
 def find_config(workspace_folder: Path, config: Path | None = None) -> Path:
     """Return the absolute path of the devcontainer.json to use for `workspace_folder`.
 

@@ -122,3 +122,14 @@ def test_example_flag_reads_bundled_project(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["configuration"]["name"] == "hello"
     assert document["configuration"]["containerEnv"]["PROJECT"] == "hello"
+
+
+def test_list_marks_default_config(tmp_path: Path) -> None:
+    _write(tmp_path / ".devcontainer.json", '{"image": "x"}')
+    _write(tmp_path / ".devcontainer" / "gpu" / "devcontainer.json", '{"image": "y"}')
+    result = _run(["config", "list", "--json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {"path": ".devcontainer.json", "default": True},
+        {"path": ".devcontainer/gpu/devcontainer.json", "default": False},
+    ]

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from devaipod.devcontainer.discovery import absolute_path, find_config, list_folder_configs
+from devaipod.devcontainer.discovery import (
+    absolute_path,
+    find_config,
+    list_configs,
+    list_folder_configs,
+)
 from devaipod.errors import UserError
 
 
@@ -92,3 +97,10 @@ def test_absolute_path_keeps_symlinks(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(real)
     assert absolute_path("link/../link/x", tmp_path) == link / "x"
+
+
+def test_list_configs_defaults_first(tmp_path: Path) -> None:
+    folder_config = _write(tmp_path / ".devcontainer" / "devcontainer.json")
+    root_config = _write(tmp_path / ".devcontainer.json")
+    sub_config = _write(tmp_path / ".devcontainer" / "a" / "devcontainer.json")
+    assert list_configs(tmp_path) == [folder_config, root_config, sub_config]
