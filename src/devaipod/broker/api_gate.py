@@ -260,17 +260,19 @@ class ApiGateService:
         finally:
             await self.close()
 
-    async def execute(self, host: str, request: ApiRequest, *, link_base: str | None = None
-                      ) -> GateResponse:
+    async def execute(self, host: str, request: ApiRequest, *, link_base: str | None = None,
+                      audit_kind: str = "api") -> GateResponse:
         """Decide, audit and forward one request for forge `host`.
 
         `link_base` replaces the forge's API base in pagination links so that the
-        agent follows them through the gate.
+        agent follows them through the gate. `audit_kind` is the audit lines' `kind`
+        ("mcp" for the broker's MCP tools).
         """
         gate = self.gates.get(host)
         if gate is None:
             return await self.deny(host, request.method, request.raw_path, 404,
-                                   f"forge host {host!r} is not in the session")
+                                   f"forge host {host!r} is not in the session",
+                                   audit_kind=audit_kind)
 
         decision = decide(gate.context, gate.state, request)
         # Reserve a pull request slot before the first await, so that concurrent creates
@@ -282,7 +284,7 @@ class ApiGateService:
         is_read = decision.upstream is not None and decision.upstream.method == "GET"
         try:
             if not (decision.allowed and is_read):
-                await self._record(decision, host, request.method, request.raw_path)
+                await self._record(decision, host, request.method, request.raw_path, audit_kind)
         except AuditWriteError as error:
             gate.state.finish(decision, None, None)
             log.error("audit write failed, denying %s %s on %s: %s", request.method,
@@ -294,14 +296,15 @@ class ApiGateService:
                      decision.reason)
             return _error(403, f"devaipod broker denied this request: {decision.reason}")
 
-        return await self._forward(gate, decision, decision.upstream, host, link_base)
+        return await self._forward(gate, decision, decision.upstream, host, link_base,
+                                   audit_kind)
 
-    async def deny(self, host: str, method: str, path: str, status: int, reason: str
-                   ) -> GateResponse:
+    async def deny(self, host: str, method: str, path: str, status: int, reason: str, *,
+                   audit_kind: str = "api") -> GateResponse:
         """Audit and return a denial decided before the policy ran (host, credential, size)."""
         log.info("denied %s on %s before policy: %s", method, host, reason)
         try:
-            await self._write_audit(kind="api", decision="deny", reason=reason, host=host,
+            await self._write_audit(kind=audit_kind, decision="deny", reason=reason, host=host,
                                     method=method, path=_short(path))
         except AuditWriteError as error:
             log.error("audit write failed for a denied request on %s: %s", host, error)
@@ -314,6 +317,7 @@ class ApiGateService:
         upstream: UpstreamRequest,
         host: str,
         link_base: str | None,
+        audit_kind: str,
     ) -> GateResponse:
         target = _upstream_url(gate.upstream, upstream)
         headers = {
@@ -335,7 +339,7 @@ class ApiGateService:
             gate.state.finish(decision, None, None)
             reason = f"forge request failed: {type(error).__name__}"
             log.warning("%s for %s on %s", reason, decision.operation, host)
-            await self._record_response(decision, host, None, reason)
+            await self._record_response(decision, host, None, reason, audit_kind)
             return _error(502, reason)
 
         token = gate.upstream.token.encode()
@@ -351,14 +355,15 @@ class ApiGateService:
 
         if status in _REDIRECT_STATUSES:
             reason = f"the forge returned redirect {status}, which the broker does not follow"
-            await self._record_response(decision, host, status, reason)
+            await self._record_response(decision, host, status, reason, audit_kind)
             return _error(502, reason)
         if len(payload) > MAX_RESPONSE_BYTES:
             reason = f"the forge response is larger than {MAX_RESPONSE_BYTES} bytes"
-            await self._record_response(decision, host, status, reason)
+            await self._record_response(decision, host, status, reason, audit_kind)
             return _error(502, reason)
 
-        if not await self._record_response(decision, host, status, "forge response"):
+        if not await self._record_response(decision, host, status, "forge response",
+                                          audit_kind):
             if upstream.method == "GET":
                 return _error(503, "the broker cannot write its audit log")
         passed_headers = _response_headers(response_headers, gate.upstream, link_base, token)
@@ -368,9 +373,10 @@ class ApiGateService:
         # The write ends with fsync, so it runs in a thread and other requests proceed.
         await asyncio.to_thread(self._audit.record, **fields)
 
-    async def _record(self, decision: Decision, host: str, method: str, raw_path: str) -> None:
+    async def _record(self, decision: Decision, host: str, method: str, raw_path: str,
+                      audit_kind: str) -> None:
         await self._write_audit(
-            kind="api",
+            kind=audit_kind,
             decision="allow" if decision.allowed else "deny",
             reason=decision.reason,
             repository=decision.repository,
@@ -382,7 +388,7 @@ class ApiGateService:
         )
 
     async def _record_response(self, decision: Decision, host: str, status: int | None,
-                               outcome: str) -> bool:
+                               outcome: str, audit_kind: str) -> bool:
         """Audit the forge's response; return False when the line cannot be written.
 
         A read gets its only line here (phase "complete", with the decision's reason),
@@ -392,7 +398,7 @@ class ApiGateService:
         is_read = decision.upstream.method == "GET"
         try:
             await self._write_audit(
-                kind="api", decision="allow",
+                kind=audit_kind, decision="allow",
                 reason=f"{decision.reason}; {outcome}" if is_read else outcome,
                 repository=decision.repository, path=decision.canonical_path, host=host,
                 method=decision.upstream.method, operation=decision.operation,
