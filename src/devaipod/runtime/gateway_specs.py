@@ -42,12 +42,12 @@ DEFAULT_DOORS = (BROKER_DOOR, EGRESS_DOOR)
 
 
 def socket_volume(session: str, labels: dict[str, str]) -> VolumeSpec:
-    """Return the volume that holds the gateway's unix sockets, shared with the relay only."""
+    """Return the volume that contains the gateway's unix sockets, shared with the relay only."""
     return VolumeSpec(name=f"{session}-sockets", purpose=SOCKET_VOLUME_PURPOSE, labels=dict(labels))
 
 
 def token_secret(session: str, labels: dict[str, str]) -> SecretSpec:
-    """Return the engine secret holding the forge token, mounted as a file in the gateway."""
+    """Return the engine secret that contains the forge token, mounted as a file in the gateway."""
     return SecretSpec(
         name=f"{session}-forge-token", purpose=TOKEN_SECRET_PURPOSE, labels=dict(labels)
     )
