@@ -19,9 +19,15 @@ from pathlib import Path
 from aiohttp import web
 
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.forge_endpoints import (
+    SELF_AUTHENTICATING_PREFIXES,
+    ForgeEndpoints,
+    prepare_forge_endpoints,
+)
 from devaipod.broker.git_http import GitHttpFrontend, git_kind_for_request
 from devaipod.broker.mirror import basic_authorization
 from devaipod.broker.upstreams import RepoMap
+from devaipod.config import UserConfig
 from devaipod.scope.model import Scope
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,9 @@ class BrokerConfig:
     state_dir: Path
     """Mirrors and spooled pushes live here."""
     upstream_username: str = DEFAULT_UPSTREAM_USERNAME
+    forge_config: UserConfig | None = None
+    """Forge kinds and API URLs; with it, a scope with attached contexts also gets the
+    forge API gate at /api/<host>/... and the MCP tools at /mcp."""
 
 
 def presented_credential(authorization: str | None) -> str | None:
@@ -83,12 +92,18 @@ def _unauthorized() -> web.Response:
     )
 
 
-def _auth_middleware(config: BrokerConfig) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _auth_middleware(
+    config: BrokerConfig, forge_endpoints_served: bool = False
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def check_session_credential(
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
+        # The API gate and the MCP endpoint check the credential themselves, and also
+        # accept GitLab's PRIVATE-TOKEN header.
+        if forge_endpoints_served and request.path.startswith(SELF_AUTHENTICATING_PREFIXES):
+            return await handler(request)
         authorization = request.headers.get("Authorization")
         if credential_matches(authorization, config.session_credential):
             return await handler(request)
@@ -113,8 +128,8 @@ def _auth_middleware(config: BrokerConfig) -> Callable[..., Awaitable[web.Stream
     return check_session_credential
 
 
-def create_app(config: BrokerConfig) -> web.Application:
-    """Build the broker's aiohttp application for `config`."""
+def create_app(config: BrokerConfig, forge: ForgeEndpoints | None = None) -> web.Application:
+    """Build the broker's aiohttp application for `config`, with `forge`'s endpoints if given."""
     repo_map = RepoMap(config.scope)
     git = GitHttpFrontend(
         repo_map=repo_map,
@@ -122,8 +137,11 @@ def create_app(config: BrokerConfig) -> web.Application:
         upstream_authorization=basic_authorization(config.upstream_username, config.upstream_token),
         state_dir=config.state_dir,
     )
-    app = web.Application(middlewares=[_auth_middleware(config)])
+    app = web.Application(middlewares=[_auth_middleware(config, forge is not None)])
     git.install(app)
+    if forge is not None:
+        forge.install(app, audit_log=config.audit_log,
+                      session_credential=config.session_credential)
     return app
 
 
@@ -135,6 +153,8 @@ class RunningBroker:
     host: str
     port: int
     session: str
+    forge_endpoints: bool = False
+    """Whether the forge API gate (/api) and the MCP endpoint (/mcp) are served."""
 
     @property
     def url(self) -> str:
@@ -151,7 +171,14 @@ async def start_broker(
 ) -> RunningBroker:
     """Start the broker on `host:port` (port 0 picks a free port) and return it running."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(config)
+    forge = None
+    if config.forge_config is not None and config.scope.attachedContexts:
+        forge = await prepare_forge_endpoints(
+            config.scope, config.forge_config, upstream_token=config.upstream_token,
+            audit_log=config.audit_log, session_credential=config.session_credential,
+            state_dir=config.state_dir,
+        )
+    app = create_app(config, forge)
     # auto_decompress=False: gzip upload-pack bodies pass to the upstream as the client sent
     # them, with their Content-Encoding.
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
@@ -161,7 +188,8 @@ async def start_broker(
 
     bound_port = int(runner.addresses[0][1]) if runner.addresses else port
 
-    broker = RunningBroker(runner=runner, host=host, port=bound_port, session=config.session)
+    broker = RunningBroker(runner=runner, host=host, port=bound_port, session=config.session,
+                           forge_endpoints=forge is not None)
     log.info("broker for session %s listening on %s", config.session, broker.url)
     return broker
 
