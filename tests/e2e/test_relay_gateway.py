@@ -21,6 +21,7 @@ import pytest
 from devaipod.runtime.gateway_image import ensure_gateway_image
 from devaipod.runtime.gateway_specs import (
     BROKER_DOOR,
+    SOCKET_DIR,
     gateway_container,
     relay_container,
     secret_file,
@@ -271,6 +272,11 @@ def test_agent_container_hardening(session: GatewaySession) -> None:
     assert relay["HostConfig"]["ReadonlyRootfs"] is True
     assert relay["EffectiveCaps"] in (None, [])
     assert relay["Config"]["Labels"]["devaipod.role"] == "relay"
+    replaced = podman(
+        session.env, "exec", session.relay, "touch", f"{SOCKET_DIR}/planted.sock", check=False
+    )
+    assert replaced.returncode != 0
+    assert "Read-only file system" in replaced.stderr
 
     gateway = json.loads(podman(session.env, "inspect", session.gateway).stdout)[0]
     assert gateway["Config"]["Labels"]["devaipod.role"] == "gateway"

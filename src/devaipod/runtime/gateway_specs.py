@@ -79,7 +79,10 @@ def relay_container(
         "--security-opt=no-new-privileges",
         "--read-only",
         "--init",
-        f"--volume={volume.name}:{SOCKET_DIR}",
+        # Read-only: connecting to a unix socket needs no write access to the file system
+        # (Linux checks EROFS on files, directories and links only), so the relay cannot
+        # replace the gateway's sockets.
+        f"--volume={volume.name}:{SOCKET_DIR}:ro",
     ]
     command = ["-v", "relay"]
     for door in doors:

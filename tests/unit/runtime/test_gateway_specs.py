@@ -44,7 +44,7 @@ def test_relay_container_hardened_in_agent_netns() -> None:
     assert spec.has_flag("--security-opt=no-new-privileges")
     assert spec.has_flag("--read-only")
     assert spec.has_flag("--init")
-    assert spec.option_values("--volume") == [f"devaipod-demo-sockets:{SOCKET_DIR}"]
+    assert spec.option_values("--volume") == [f"devaipod-demo-sockets:{SOCKET_DIR}:ro"]
     assert sorted(spec.option_values("--label")) == [
         "devaipod.role=relay",
         "devaipod.session=devaipod-demo",
