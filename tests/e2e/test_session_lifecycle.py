@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.git_server import isolated_git_env
+from support.git_server import GitHttpServer, create_bare_repo, isolated_git_env
 from support.sessions import (
     labelled_objects,
     make_fixture_repo,
@@ -294,3 +294,42 @@ def test_root_only_image_gets_mapped_uid(
         ).stdout.strip()
         == "1000:1000"
     )
+
+
+def test_remote_url_cloned_without_token_leak(
+    env: dict[str, str], test_image: str, tmp_path: Path, session_name: str
+) -> None:
+    token = "upstream-token-" + secrets.token_hex(8)
+    root = tmp_path / "upstream"
+    create_bare_repo(root, "org/app.git", {"README.md": "remote project\n"})
+    with GitHttpServer(root, token) as server:
+        plain_url = server.url("org/app.git")
+        url = plain_url.replace("http://", f"http://devaipod:{token}@")
+
+        result = run_devaipod(
+            "up",
+            url,
+            "--image",
+            test_image,
+            "--name",
+            session_name,
+            "--agent",
+            "sh -c 'cat README.md > seen'",
+            "x",
+            env=env,
+        )
+        wait_for_agent_exit(session_name, env)
+
+    seen = podman("exec", f"{session_name}-workspace", "cat", "/workspaces/app/seen").stdout
+    inspected = podman(
+        "container", "inspect", f"{session_name}-workspace", f"{session_name}-agent"
+    ).stdout
+    status = run_devaipod("status", session_name, "--json", env=env).stdout
+    log_text = (Path(env["DEVAIPOD_STATE_DIR"]) / "devaipod.log").read_text()
+
+    assert seen == "remote project\n"
+    assert token not in result.stderr + result.stdout
+    assert token not in inspected
+    assert token not in status
+    assert token not in log_text
+    assert json.loads(status)["source"] == plain_url

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -67,7 +67,7 @@ class CreatedObjects:
 
     def rollback(self) -> None:
         """Remove every recorded object, newest first; log what cannot be removed."""
-        removers = {
+        removers: dict[str, Callable[[str], None]] = {
             "container": self.engine.remove_container,
             "volume": self.engine.remove_volume,
             "network": self.engine.remove_network,

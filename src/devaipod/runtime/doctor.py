@@ -1,8 +1,9 @@
 """Checks of the container engine set-up, each with the fix for a failure.
 
-Recognises the problems seen on real machines: podman missing, no subordinate ids for
-a rootless user, /dev/net/tun closed to rootless networking, and OCI runtimes that cannot
-raise RLIMIT_NOFILE (crun: "setrlimit RLIMIT_NOFILE"; runc: "setting rlimit type 7").
+Recognises podman missing, no subordinate ids for a rootless user, and /dev/net/tun
+closed to rootless networking. It also spots OCI runtimes that cannot raise
+RLIMIT_NOFILE, which crun reports as "setrlimit RLIMIT_NOFILE" and runc as
+"setting rlimit type 7".
 """
 
 from __future__ import annotations

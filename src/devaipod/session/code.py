@@ -17,7 +17,7 @@ from pathlib import Path
 from devaipod.errors import UserError
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.plan import CodeSource
-from devaipod.session.safe_git import GitError, run_git
+from devaipod.session.safe_git import GitError, redact_url, run_git
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,6 @@ def clone_for_session(source: CodeSource, workdir: Path, directory_name: str) ->
         return clone_source(source, workdir, directory_name)
     except GitError as error:
         raise UserError(
-            f"cannot clone {source.location}: {error.message}",
+            f"cannot clone {redact_url(source.location)}: {redact_url(error.message)}",
             fix="check that the source is reachable and readable",
         ) from error

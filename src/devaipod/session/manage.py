@@ -240,12 +240,12 @@ def delete_session(engine: Engine, name: str, *, force: bool) -> list[str]:
             fix=f"push them, or run `devaipod delete --force {session}` to drop them",
         )
 
-    for container in objects.containers:
-        engine.remove_container(container.name)
+    if objects.containers:
+        engine.remove_container(*(container.name for container in objects.containers))
     for network in objects.networks:
         engine.remove_network(network)
-    for volume in objects.volumes:
-        engine.remove_volume(volume)
+    if objects.volumes:
+        engine.remove_volume(*objects.volumes)
     for secret in objects.secrets:
         engine.remove_secret(secret)
     delete_record(session)

@@ -6,11 +6,16 @@ looks the programs up, so `up` learns everything with a single run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shlex
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 from devaipod.errors import EngineError, UserError
+from devaipod.logs import state_dir
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.hardening import AgentUser
 
@@ -51,10 +56,51 @@ class ImageFacts:
 
 
 def probe_image(engine: Engine, image: str, programs: list[str]) -> ImageFacts:
+    """Return the users of `image` and which `programs` it has, probing it at most once.
+
+    The facts are cached per image id in the state directory, because an image id names
+    immutable content. Raises UserError when the image is not in local storage.
+    """
+    inspected = engine.run_engine(["image", "inspect", image], check=False)
+    if inspected.returncode != 0:
+        raise UserError(
+            f"image {image} not found in local storage",
+            fix=f"build or pull it first (podman pull {image}), or name another with --image",
+        )
+    data = json.loads(inspected.stdout)[0]
+    config = data.get("Config") or {}
+    config_user = str(config.get("User") or "")
+
+    cache = _cache_path(str(data.get("Id", "")), programs)
+    try:
+        return _facts_from_json(json.loads(cache.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    facts = _run_probe(engine, image, config_user, programs)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(asdict(facts)), encoding="utf-8")
+    except OSError as error:
+        log.info("cannot cache image facts in %s: %s", cache, error)
+    return facts
+
+
+def _cache_path(image_id: str, programs: list[str]) -> Path:
+    key = hashlib.sha256(json.dumps([image_id, sorted(programs)]).encode()).hexdigest()[:32]
+    return state_dir() / "image-facts" / f"{key}.json"
+
+
+def _facts_from_json(data: dict[str, Any]) -> ImageFacts:
+    return ImageFacts(
+        image=data["image"],
+        config_user=data["config_user"],
+        users=tuple(PasswdEntry(**entry) for entry in data["users"]),
+        programs=dict(data["programs"]),
+    )
+
+
+def _run_probe(engine: Engine, image: str, config_user: str, programs: list[str]) -> ImageFacts:
     """Run one short container of `image` that reports its users and which `programs` exist."""
-    inspected = engine.inspect_image(image)
-    config = inspected.get("Config")
-    config_user = str(config.get("User") or "") if isinstance(config, dict) else ""
 
     lookups = "; ".join(
         f"printf '%s=%s\\n' {shlex.quote(name)} \"$(command -v {shlex.quote(name)} || true)\""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,25 @@ SAFE_CONFIG = (
     "-c",
     "protocol.ext.allow=never",
 )
+
+
+_URL_USERINFO = re.compile(r"([a-z+]+://)([^@/\s]*)@")
+
+
+def redact_url(text: str) -> str:
+    """Return `text` with credentials removed from every URL's user part.
+
+    HTTP(S) URLs lose the whole user part, because forges accept a bare token as the
+    user name; other schemes (ssh://) keep the user name and lose only a password.
+    """
+
+    def keep_user(match: re.Match[str]) -> str:
+        if match.group(1).startswith("http"):
+            return match.group(1)
+        user = match.group(2).split(":", 1)[0]
+        return f"{match.group(1)}{user}@" if user else match.group(1)
+
+    return _URL_USERINFO.sub(keep_user, text)
 
 
 class GitError(DevaipodError):
@@ -61,13 +81,13 @@ def run_git(
         config = [item for item in config if not item.startswith("credential.helper")]
         config = _drop_dangling_c(config)
     argv = ["git", *config, *args]
-    log.debug("running %s in %s", " ".join(argv), cwd)
+    log.debug("running %s in %s", redact_url(" ".join(argv)), cwd)
     completed = subprocess.run(
         argv, cwd=cwd, env=safe_git_env(), capture_output=True, text=True, check=False
     )
     if check and completed.returncode != 0:
         raise GitError(
-            f"git {args[0]} failed in {cwd}: {completed.stderr.strip()[-800:]}",
+            f"git {args[0]} failed in {cwd}: {redact_url(completed.stderr.strip()[-800:])}",
         )
     return completed
 

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.plan import CodeSource
-from devaipod.session.safe_git import run_git
+from devaipod.session.safe_git import redact_url, run_git
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ def _fetch_source(repo: Path, source: CodeSource) -> None:
     )
     if result.returncode != 0:
         log.warning(
-            "cannot fetch %s to compare commits: %s", source.location, result.stderr.strip()
+            "cannot fetch %s to compare commits: %s",
+            redact_url(source.location),
+            redact_url(result.stderr.strip()),
         )
 
 

@@ -28,6 +28,7 @@ from devaipod.session.code import (
 )
 from devaipod.session.naming import generate_session_name, session_name
 from devaipod.session.probe import choose_agent_user, probe_image
+from devaipod.session.safe_git import redact_url
 from devaipod.session.state import (
     SessionRecord,
     SessionState,
@@ -98,10 +99,21 @@ def prepare_session(
 
     scratch = Path(tempfile.mkdtemp(prefix="devaipod-up-"))
     try:
-        progress(f"cloning {source.location}")
+        progress(f"cloning {redact_url(source.location)}")
         cloned = clone_for_session(source, scratch, _hint(source))
+        # The plan, labels and state record keep the URL without its password or token.
+        shown_source = replace(source, location=redact_url(source.location))
         return _plan_session(
-            request, engine, env, settings, source, source_dir, name, cloned, scratch, progress
+            request,
+            engine,
+            env,
+            settings,
+            shown_source,
+            source_dir,
+            name,
+            cloned,
+            scratch,
+            progress,
         )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -140,11 +152,6 @@ def _plan_session(
     if agent_settings is not None and agent_settings.image:
         agent_image = agent_settings.image
     image = agent_image or workspace.image
-    if not engine.image_exists(image):
-        raise UserError(
-            f"image {image} not found in local storage",
-            fix=f"build or pull it first (podman pull {image}), or name another with --image",
-        )
     facts = probe_image(engine, image, ["tmux", "git", adapter.binary])
     if facts.programs.get(adapter.binary) is None and not adapter.binary.startswith("/"):
         raise UserError(
@@ -234,14 +241,19 @@ def apply_session(
             record.base_tips = list(prepared.cloned.base_tips)
 
             workspace = plan.container(Role.WORKSPACE)
-            objects.create_container(workspace)
-            engine.start_container(workspace.name)
-            progress("running lifecycle commands in the workspace")
-            _run_workspace_steps(plan, engine, (*lifecycle.CREATE_PHASES, *lifecycle.START_PHASES))
-
             agent = plan.container(Role.AGENT)
+            objects.create_container(workspace)
             objects.create_container(agent)
-            engine.start_container(agent.name)
+            phases = (*lifecycle.CREATE_PHASES, *lifecycle.START_PHASES)
+            if any(step.phase in phases for step in plan.lifecycle):
+                # The agent starts after the create commands, which may fill the code volume
+                # (dependencies, generated files) that the agent works on.
+                engine.start_container(workspace.name)
+                progress("running lifecycle commands in the workspace")
+                _run_workspace_steps(plan, engine, phases)
+                engine.start_container(agent.name)
+            else:
+                engine.start_container(workspace.name, agent.name)
             objects.keep()
     except BaseException as error:
         reason = getattr(error, "message", None) or str(error) or type(error).__name__

@@ -10,6 +10,7 @@ import pytest
 
 from devaipod.errors import UserError
 from devaipod.session.code import check_clean, clone_source, resolve_source, write_tar
+from devaipod.session.safe_git import redact_url
 
 
 def git(repo: Path, *args: str) -> str:
@@ -140,3 +141,21 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("https://user:tok3n@example.com/o/r.git", "https://example.com/o/r.git"),
+        ("https://tok3n@example.com/o/r.git", "https://example.com/o/r.git"),
+        ("ssh://git:pw@example.com/o/r.git", "ssh://git@example.com/o/r.git"),
+        ("https://:tok3n@example.com/o/r.git", "https://example.com/o/r.git"),
+        (
+            "fatal: cannot clone http://x:tok3n@127.0.0.1:80/r",
+            "fatal: cannot clone http://127.0.0.1:80/r",
+        ),
+        ("git@example.com:o/r.git", "git@example.com:o/r.git"),
+    ],
+)
+def test_redact_url_drops_password(text: str, expected: str) -> None:
+    assert redact_url(text) == expected
