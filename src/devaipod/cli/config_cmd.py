@@ -174,6 +174,19 @@ def _print_summary(resolved: ResolvedDevcontainer) -> None:
     for index, mount in enumerate(resolved.configuration.get("mounts") or []):
         row(f"mount {index + 1}", mount)
     row("runArgs", " ".join(config.runArgs or []))
+    for key in (
+        "capAdd",
+        "securityOpt",
+        "privileged",
+        "init",
+        "overrideCommand",
+        "appPort",
+        "forwardPorts",
+        "hostRequirements",
+        "waitFor",
+        "shutdownAction",
+    ):
+        row(key, resolved.configuration.get(key))
     for hook, command in resolved.lifecycle_commands().items():
         for step in command.steps:
             label = f"{hook} {step.name}" if step.name else hook
