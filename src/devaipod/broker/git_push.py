@@ -260,6 +260,8 @@ class PushGate:
             self._record(repo, "deny", f"unsupported Content-Encoding {encoding}")
             return web.Response(status=415, text="compressed push requests are not supported\n")
 
+        # NOTE: the spooled push has no size limit of its own. A full disk fails the write,
+        # and the push is rejected with HTTP 500.
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         lock = self._locks.setdefault(repo.key, asyncio.Lock())
         async with lock:
@@ -273,6 +275,10 @@ class PushGate:
                     log.warning("rejected a push to %s: %s", repo.key, reason)
                     self._record(repo, "deny", reason)
                     return web.Response(status=400, text=reason + "\n")
+                except OSError as error:
+                    log.error("spooling a push to %s in %s failed: %s", repo.key, work, error)
+                    self._record(repo, "deny", "the broker could not store the push")
+                    return web.Response(status=500, text="the broker could not store the push\n")
 
                 if not push.commands:
                     # git sends a bare flush packet as a probe before a large push body, to

@@ -101,6 +101,8 @@ class RepoMap:
 
     def lookup(self, broker_repo_path: str) -> ScopedRepo | None:
         """Return the scoped repository for `<host>/<path>[.git]`, or None when out of scope."""
+        # NOTE: the path compares case-sensitively, although GitHub treats owner and repository
+        # names case-insensitively; the agent has to use the spelling the scope declares.
         host, _, path = broker_repo_path.partition("/")
         path = _strip_git_suffix(path)
         if not host or not path or not _path_is_clean(path):
