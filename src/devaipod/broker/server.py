@@ -155,9 +155,14 @@ class RunningBroker:
     session: str
     forge_endpoints: bool = False
     """Whether the forge API gate (/api) and the MCP endpoint (/mcp) are served."""
+    unix_socket: Path | None = None
+    """The unix socket the broker listens on instead of TCP (`host` and `port` unused)."""
 
     @property
     def url(self) -> str:
+        """The listening address: `http://HOST:PORT`, or `unix:PATH` for a unix socket."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
@@ -167,9 +172,17 @@ class RunningBroker:
 
 
 async def start_broker(
-    config: BrokerConfig, host: str = "127.0.0.1", port: int = 0
+    config: BrokerConfig,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    unix_socket: Path | None = None,
 ) -> RunningBroker:
-    """Start the broker on `host:port` (port 0 picks a free port) and return it running."""
+    """Start the broker on `host:port` (port 0 picks a free port) and return it running.
+
+    With `unix_socket`, the broker listens on that socket path instead, as in the session
+    gateway, where the relay connects to it.
+    """
     config.state_dir.mkdir(parents=True, exist_ok=True)
     forge = None
     if config.forge_config is not None and config.scope.attachedContexts:
@@ -183,13 +196,25 @@ async def start_broker(
     # them, with their Content-Encoding.
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site: web.BaseSite
+    if unix_socket is not None:
+        site = web.UnixSite(runner, str(unix_socket))
+    else:
+        site = web.TCPSite(runner, host, port)
     await site.start()
 
-    bound_port = int(runner.addresses[0][1]) if runner.addresses else port
+    bound_port = port
+    if unix_socket is None and runner.addresses:
+        bound_port = int(runner.addresses[0][1])
 
-    broker = RunningBroker(runner=runner, host=host, port=bound_port, session=config.session,
-                           forge_endpoints=forge is not None)
+    broker = RunningBroker(
+        runner=runner,
+        host=host,
+        port=bound_port,
+        session=config.session,
+        forge_endpoints=forge is not None,
+        unix_socket=unix_socket,
+    )
     log.info("broker for session %s listening on %s", config.session, broker.url)
     return broker
 
@@ -199,9 +224,11 @@ async def serve_until_signal(
     host: str,
     port: int,
     on_ready: Callable[[RunningBroker], None],
+    *,
+    unix_socket: Path | None = None,
 ) -> None:
     """Run the broker until SIGINT or SIGTERM, calling `on_ready` once it listens."""
-    broker = await start_broker(config, host, port)
+    broker = await start_broker(config, host, port, unix_socket=unix_socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):

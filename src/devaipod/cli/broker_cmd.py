@@ -13,6 +13,7 @@ import click
 
 from devaipod import output
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.forge_endpoints import with_api_urls
 from devaipod.broker.server import (
     DEFAULT_UPSTREAM_USERNAME,
     BrokerConfig,
@@ -26,6 +27,7 @@ from devaipod.cli.egress_cmd import (
 from devaipod.cli.egress_cmd import (
     parse_listen_address as parse_egress_listen,
 )
+from devaipod.config import load_config
 from devaipod.errors import UserError
 from devaipod.logs import state_dir as devaipod_state_dir
 from devaipod.scope.model import load_scope
@@ -46,6 +48,33 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, int(port_text)
+
+
+def parse_unix_listen_address(value: str) -> Path | None:
+    """Return the socket path of a `unix:PATH` listen address, or None for HOST:PORT."""
+    if not value.startswith("unix:"):
+        return None
+    path = Path(value.removeprefix("unix:"))
+    if not path.name:
+        raise UserError(
+            f"invalid --listen address {value!r}",
+            fix="write it as unix:PATH, for example unix:/run/devaipod/sockets/broker.sock",
+        )
+    return path
+
+
+def parse_forge_api_urls(values: tuple[str, ...]) -> dict[str, str]:
+    """Split each `--forge-api-url HOST=URL` value into a host and its API base URL."""
+    api_urls: dict[str, str] = {}
+    for value in values:
+        host, separator, url = value.partition("=")
+        if not separator or not host.strip() or not url.strip():
+            raise UserError(
+                f"invalid --forge-api-url value {value!r}",
+                fix="write it as HOST=URL, for example git.example.com=https://git.example.com/api/v4",
+            )
+        api_urls[host.strip()] = url.strip()
+    return api_urls
 
 
 def read_forge_token(token_file: Path | None) -> str:
@@ -109,7 +138,8 @@ def load_or_create_credential(path: Path) -> str:
     "--listen",
     default="127.0.0.1:0",
     show_default=True,
-    help="HOST:PORT to listen on; port 0 picks a free port and prints it.",
+    help="HOST:PORT to listen on (port 0 picks a free port and prints it), or unix:PATH "
+    "for a unix socket.",
 )
 @click.option(
     "--audit-log",
@@ -156,6 +186,14 @@ def load_or_create_credential(path: Path) -> str:
     "omitted), added to the model API hosts, the config file's [network] allow and the "
     "scope's network.allow. Repeatable.",
 )
+@click.option(
+    "--forge-api-url",
+    "forge_api_urls",
+    multiple=True,
+    metavar="HOST=URL",
+    help="REST API base URL of forge HOST (HOST[:PORT] as in web URLs), overriding the config "
+    "file's api_url. Used when the scope attaches an issue or pull request. Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as one JSON object.")
 def broker(
     scope_file: Path,
@@ -168,16 +206,21 @@ def broker(
     upstream_user: str,
     egress_listen: str | None,
     egress_allow: tuple[str, ...],
+    forge_api_urls: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run the credential broker until interrupted (Ctrl-C or SIGTERM).
 
     Agents clone and push through http://HOST:PORT/git/<host>/<path>.git with the
     session credential as HTTP Basic password or Bearer token; the broker forwards
-    allowed requests to the scope's repositories with the forge token.
+    allowed requests to the scope's repositories with the forge token. When the scope
+    attaches an issue or pull request, the broker also serves the forge API gate at
+    /api/<host>/<API path> and MCP tools at /mcp (streamable HTTP, Bearer credential).
     """
-    host, port = parse_listen_address(listen)
+    unix_socket = parse_unix_listen_address(listen)
+    host, port = ("", 0) if unix_socket is not None else parse_listen_address(listen)
     scope = load_scope(scope_file)
+    forge_config = with_api_urls(load_config(), parse_forge_api_urls(forge_api_urls))
     egress_address = (
         parse_egress_listen(egress_listen, "--egress-listen") if egress_listen else None
     )
@@ -202,6 +245,7 @@ def broker(
         audit_log=audit,
         state_dir=broker_dir,
         upstream_username=upstream_user,
+        forge_config=forge_config,
     )
 
     # Filled in once the egress proxy listens, which is before the broker starts.
@@ -212,24 +256,31 @@ def broker(
             ready = {
                 "event": "listening",
                 "url": running.url,
-                "host": running.host,
-                "port": running.port,
+                "host": running.host if unix_socket is None else None,
+                "port": running.port if unix_socket is None else None,
+                "unix_socket": str(unix_socket) if unix_socket is not None else None,
                 "session": session,
                 "credential_file": str(credential_path),
                 "audit_log": str(audit_path),
             }
             if egress_listening:
                 ready["egress_proxy"] = egress_listening[0]
+            if running.forge_endpoints:
+                ready["api_url"] = f"{running.url}/api"
+                ready["mcp_url"] = f"{running.url}/mcp"
             output.result(json.dumps(ready))
         else:
             if egress_listening:
                 output.result(f"egress proxy listening on {egress_listening[0]}")
             output.result(f"listening on {running.url}")
+            if running.forge_endpoints:
+                output.info(f"forge API gate at {running.url}/api/<host>/..., "
+                            f"MCP tools at {running.url}/mcp")
             output.info(
                 f"session {session}; credential in {credential_path}; audit log {audit_path}"
             )
 
-    serving = serve_until_signal(config, host, port, announce)
+    serving = serve_until_signal(config, host, port, announce, unix_socket=unix_socket)
     if egress_address is None or egress_allowlist is None:
         asyncio.run(serving)
         return

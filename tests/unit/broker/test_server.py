@@ -10,8 +10,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from devaipod.broker.audit import read_entries
-from devaipod.broker.server import credential_matches, presented_credential
+from devaipod.broker.audit import AuditLog, read_entries
+from devaipod.broker.server import (
+    BrokerConfig,
+    credential_matches,
+    presented_credential,
+    start_broker,
+)
+from devaipod.scope.model import parse_scope
 from support.broker_harness import CREDENTIAL, TOKEN, Harness, basic_auth, running_harness
 
 
@@ -232,3 +238,50 @@ async def test_audit_failure_denies_fetch(harness: Harness) -> None:
     )
 
     assert status == 503
+
+
+async def test_broker_serves_unix_socket(harness: Harness, tmp_path: Path) -> None:
+    scope = parse_scope(
+        {
+            "repos": [
+                {
+                    "input": {
+                        "url": f"http://127.0.0.1:{harness.upstream_port}/org/repo.git",
+                        "allowHttp": True,
+                    }
+                }
+            ]
+        },
+        "test",
+    )
+    socket_path = tmp_path / "broker.sock"
+    audit = AuditLog(tmp_path / "unix-audit.jsonl", "unix", secrets=[TOKEN, CREDENTIAL])
+    config = BrokerConfig(
+        scope=scope,
+        session="unix",
+        session_credential=CREDENTIAL,
+        upstream_token=TOKEN,
+        audit_log=audit,
+        state_dir=tmp_path / "unix-state",
+    )
+    running = await start_broker(config, unix_socket=socket_path)
+    path = f"/git/127.0.0.1:{harness.upstream_port}/org/repo.git/info/refs"
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(str(socket_path))
+        ) as client:
+            async with client.get(f"http://broker{path}?service=git-upload-pack") as response:
+                anonymous_status = response.status
+            async with client.get(
+                f"http://broker{path}?service=git-upload-pack",
+                headers={"Authorization": f"Bearer {CREDENTIAL}"},
+            ) as response:
+                authorized_status = response.status
+    finally:
+        await running.stop()
+        audit.close()
+
+    assert running.url == f"unix:{socket_path}"
+    assert anonymous_status == 401
+    assert authorized_status == 200
+    assert len(harness.upstream.requests) == 1
