@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -17,20 +18,17 @@ from pydantic import ValidationError
 
 from devaipod.broker.api_gate import ApiGate, ApiGateService, create_api_app, prepare_gates
 from devaipod.broker.audit import AuditLog
-from devaipod.broker.mcp_server import (
-    MCP_PATH,
-    ForgeTools,
-    McpEndpoint,
-    create_mcp_server,
-    find_mcp_target,
-)
 from devaipod.config import ForgeSettings, UserConfig, normalise_host_key
 from devaipod.errors import UserError
 from devaipod.scope.model import Scope
 
+if TYPE_CHECKING:
+    from devaipod.broker.mcp_server import McpEndpoint
+
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
+MCP_PATH = "/mcp"
 # Paths whose handlers check the session credential themselves: GitLab clients send
 # it in PRIVATE-TOKEN, which the broker's git middleware does not read.
 SELF_AUTHENTICATING_PREFIXES = (API_PREFIX + "/", MCP_PATH)
@@ -84,6 +82,15 @@ async def prepare_forge_endpoints(
                 fix="check the forge's api_url (--forge-api-url HOST=URL or the config file)",
             ) from error
     service = ApiGateService(gates, audit_log)
+
+    # Imported here because the mcp SDK takes seconds to import, and most broker
+    # starts (no attached issue or pull request) do not need it.
+    from devaipod.broker.mcp_server import (
+        ForgeTools,
+        McpEndpoint,
+        create_mcp_server,
+        find_mcp_target,
+    )
 
     target = find_mcp_target(scope, forge_config, gates)
     mcp = None

@@ -26,13 +26,13 @@ from multidict import CIMultiDict
 from devaipod.broker.api_gate import ApiGate, ApiGateService, GateResponse, presented_credential
 from devaipod.broker.api_policy import MINIMIZE_CLASSIFIERS, ApiRequest, ScopedRepo
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.forge_endpoints import MCP_PATH
 from devaipod.config import ForgeKind, UserConfig
 from devaipod.forge.urls import parse_forge_url
 from devaipod.scope.model import Scope
 
 log = logging.getLogger(__name__)
 
-MCP_PATH = "/mcp"
 AUDIT_KIND = "mcp"
 SERVER_NAME = "devaipod-broker"
 # Comment pages are read until one comes back short; this caps the number of requests.
