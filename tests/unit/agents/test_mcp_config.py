@@ -1,0 +1,151 @@
+"""Tests of the per-agent MCP client configuration snippets."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devaipod.agents.adapters import ADAPTERS
+from devaipod.agents.mcp_config import (
+    AIDER_NO_MCP,
+    MCP_CONFIG_BUILDERS,
+    McpEndpointInfo,
+    broker_mcp_url,
+    claude_mcp_add_command,
+    claude_mcp_config,
+    codex_mcp_config,
+    goose_mcp_config,
+    mcp_config_for,
+    opencode_mcp_config,
+)
+from devaipod.errors import UserError
+
+CREDENTIAL = "cred-0123456789abcdefghijklmnopqrstuvwxyz_-AB"
+URL = "http://127.0.0.1:48123/mcp"
+ENDPOINT = McpEndpointInfo(url=URL, credential=CREDENTIAL)
+BEARER = f"Bearer {CREDENTIAL}"
+
+
+def parse(text: str, fmt: str) -> Any:
+    if fmt == "json":
+        return json.loads(text)
+    if fmt == "toml":
+        return tomllib.loads(text)
+    return yaml.safe_load(text)
+
+
+def test_broker_mcp_url_forms() -> None:
+    assert broker_mcp_url(48123) == URL
+    assert broker_mcp_url(8080, "::1") == "http://[::1]:8080/mcp"
+
+
+def test_opencode_config_remote_entry() -> None:
+    config = opencode_mcp_config(ENDPOINT)
+    parsed = parse(config.text, config.format)
+
+    assert config.format == "json"
+    assert parsed == config.data
+    server = parsed["mcp"]["devaipod"]
+    assert server["type"] == "remote"
+    assert server["url"] == URL
+    assert server["headers"] == {"Authorization": BEARER}
+    assert server["enabled"] is True
+
+
+def test_claude_config_http_entry() -> None:
+    config = claude_mcp_config(ENDPOINT)
+    parsed = parse(config.text, config.format)
+
+    assert config.path == ".mcp.json"
+    assert parsed == config.data
+    server = parsed["mcpServers"]["devaipod"]
+    assert server == {"type": "http", "url": URL, "headers": {"Authorization": BEARER}}
+
+
+def test_claude_add_command_order() -> None:
+    command = claude_mcp_add_command(ENDPOINT)
+
+    assert command[:5] == ("claude", "mcp", "add", "--transport", "http")
+    assert command[5:7] == ("--header", f"Authorization: {BEARER}")
+    assert command[-2:] == ("devaipod", URL)
+    assert claude_mcp_config(ENDPOINT).command == command
+
+
+def test_codex_config_toml_table() -> None:
+    config = codex_mcp_config(ENDPOINT)
+    parsed = parse(config.text, config.format)
+
+    assert config.path == "~/.codex/config.toml"
+    assert parsed == config.data
+    server = parsed["mcp_servers"]["devaipod"]
+    assert server["url"] == URL
+    assert server["http_headers"] == {"Authorization": BEARER}
+
+
+def test_codex_table_appends_to_config() -> None:
+    existing = 'model = "gpt-5"\n\n[mcp_servers.other]\ncommand = "x"\n'
+    parsed = tomllib.loads(existing + "\n" + codex_mcp_config(ENDPOINT).text)
+
+    assert parsed["model"] == "gpt-5"
+    assert set(parsed["mcp_servers"]) == {"other", "devaipod"}
+
+
+def test_goose_config_extension_entry() -> None:
+    config = goose_mcp_config(ENDPOINT)
+    parsed = parse(config.text, config.format)
+
+    assert config.format == "yaml"
+    assert parsed == config.data
+    extension = parsed["extensions"]["devaipod"]
+    assert extension["type"] == "streamable_http"
+    assert extension["uri"] == URL
+    assert extension["headers"] == {"Authorization": BEARER}
+    assert extension["enabled"] is True
+    assert extension["name"] == "devaipod"
+
+
+def test_aider_has_no_mcp() -> None:
+    assert mcp_config_for("aider", ENDPOINT) is None
+    assert "no MCP client" in AIDER_NO_MCP
+
+
+def test_every_adapter_has_builder() -> None:
+    assert set(MCP_CONFIG_BUILDERS) == set(ADAPTERS)
+
+
+def test_unknown_agent_raises_user_error() -> None:
+    with pytest.raises(UserError) as caught:
+        mcp_config_for("vim", ENDPOINT)
+    assert "vim" in str(caught.value)
+
+
+def test_endpoint_repr_hides_credential() -> None:
+    assert CREDENTIAL not in repr(ENDPOINT)
+    assert CREDENTIAL not in repr(codex_mcp_config(ENDPOINT))
+
+
+@pytest.mark.parametrize("agent", ["opencode", "claude", "codex", "goose"])
+def test_custom_server_name_used(agent: str) -> None:
+    endpoint = McpEndpointInfo(url=URL, credential=CREDENTIAL, server_name="forge-tools")
+    config = mcp_config_for(agent, endpoint)
+    assert config is not None
+
+    assert "forge-tools" in json.dumps(parse(config.text, config.format))
+    assert "devaipod" not in json.dumps(parse(config.text, config.format)).replace(
+        "through the devaipod broker", "")
+
+
+@given(credential=st.text(min_size=1, max_size=40),
+       name=st.from_regex(r"[A-Za-z0-9 ._-]{1,20}", fullmatch=True))
+def test_snippets_round_trip_any_values(credential: str, name: str) -> None:
+    endpoint = McpEndpointInfo(url=URL, credential=credential, server_name=name)
+    for agent in ("opencode", "claude", "codex", "goose"):
+        config = mcp_config_for(agent, endpoint)
+        assert config is not None
+        assert parse(config.text, config.format) == config.data
