@@ -265,17 +265,20 @@ def broker(
             }
             if egress_listening:
                 ready["egress_proxy"] = egress_listening[0]
-            if running.forge_endpoints:
+            if running.forge_endpoints and running.unix_socket is None:
                 ready["api_url"] = f"{running.url}/api"
                 ready["mcp_url"] = f"{running.url}/mcp"
+            elif running.forge_endpoints:
+                ready["api_path"] = "/api"
+                ready["mcp_path"] = "/mcp"
             output.result(json.dumps(ready))
         else:
             if egress_listening:
                 output.result(f"egress proxy listening on {egress_listening[0]}")
             output.result(f"listening on {running.url}")
             if running.forge_endpoints:
-                output.info(f"forge API gate at {running.url}/api/<host>/..., "
-                            f"MCP tools at {running.url}/mcp")
+                output.info(f"forge API gate at /api/<host>/... and MCP tools at /mcp "
+                            f"on {running.url}")
             output.info(
                 f"session {session}; credential in {credential_path}; audit log {audit_path}"
             )
