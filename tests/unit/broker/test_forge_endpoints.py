@@ -34,7 +34,7 @@ def test_api_url_unknown_host_rejected() -> None:
     with pytest.raises(UserError) as caught:
         with_api_urls(CONFIG, {"forge.invalid": "http://127.0.0.1:9"})
     assert "forge.invalid" in str(caught.value)
-    assert 'kind = "github"' in caught.value.fix
+    assert 'kind = "github"' in str(caught.value.fix)
 
 
 def test_api_url_invalid_url_rejected() -> None:
@@ -55,7 +55,7 @@ def test_api_url_leaves_config_unchanged() -> None:
 def test_forge_api_url_option_invalid(value: str) -> None:
     with pytest.raises(UserError) as caught:
         parse_forge_api_urls((value,))
-    assert "HOST=URL" in caught.value.fix
+    assert "HOST=URL" in str(caught.value.fix)
 
 
 def test_forge_api_url_option_pairs() -> None:
