@@ -175,9 +175,7 @@ def test_team_case_matches_reference(
 
 
 @pytest.mark.parametrize("case_id", _corpus_case_ids())
-def test_corpus_config_matches_reference(
-    case_id: str, outcomes: dict[str, tuple[Prepared, Outcome, Outcome]]
-) -> None:
+def test_corpus_config_matches_reference(case_id: str, request: pytest.FixtureRequest) -> None:
     if case_id == "corpus/unavailable":
         message = (
             "DEVAIPOD_CORPUS_DIR is not set: point it at shared/corpus/devcontainer "
@@ -186,7 +184,7 @@ def test_corpus_config_matches_reference(
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    _check(case_id, outcomes)
+    _check(case_id, request.getfixturevalue("outcomes"))
 
 
 def test_team_cases_cover_enough_inputs() -> None:
