@@ -71,6 +71,9 @@ def _register_commands() -> None:
     from devaipod.cli.gateway_cmd import gateway_image
 
     cli.add_command(gateway_image)
+    from devaipod.cli.local_upstream_cmd import serve_local_upstream
+
+    cli.add_command(serve_local_upstream)
 
 
 _register_commands()

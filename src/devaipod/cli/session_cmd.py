@@ -42,6 +42,18 @@ ROLES = click.Choice([role.value for role in Role])
     help="Run the agent's terminal UI, or run TASK to completion (default: headless with a TASK).",
 )
 @click.option(
+    "--gateway",
+    is_flag=True,
+    help="Local mode: the agent has no network but the broker, and may push only the branch "
+    "devaipod/NAME into the local SOURCE repository. Builds the gateway image on first use.",
+)
+@click.option(
+    "--gateway-base-image",
+    metavar="IMAGE",
+    help="Base image of the gateway image (default: DEVAIPOD_GATEWAY_BASE_IMAGE, the config "
+    "file's [gateway] base_image, or python:3.11-slim).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (every engine command); create nothing."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
@@ -53,6 +65,8 @@ def up_command(
     image: str | None,
     config: Path | None,
     interactive: bool | None,
+    gateway: bool,
+    gateway_base_image: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -71,6 +85,8 @@ def up_command(
         image=image,
         config=config,
         interactive=interactive,
+        gateway=gateway,
+        gateway_base_image=gateway_base_image,
     )
     prepared = prepare_session(request, engine, progress=output.info)
     try:

@@ -25,7 +25,7 @@ from devaipod.runtime.plan import (
     Role,
 )
 from devaipod.runtime.planner import AGENT_EXIT_FILE, TMUX_SESSION
-from devaipod.session import lifecycle
+from devaipod.session import gateway, lifecycle
 from devaipod.session.naming import session_name
 from devaipod.session.state import (
     SessionRecord,
@@ -242,6 +242,9 @@ def delete_session(engine: Engine, name: str, *, force: bool) -> list[str]:
 
     if objects.containers:
         engine.remove_container(*(container.name for container in objects.containers))
+    roles = {container.labels.get(LABEL_ROLE) for container in objects.containers}
+    if Role.RELAY.value in roles:
+        gateway.remove_pod(engine, session)
     for network in objects.networks:
         engine.remove_network(network)
     if objects.volumes:

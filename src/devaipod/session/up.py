@@ -18,7 +18,7 @@ from devaipod.runtime.apply import CreatedObjects, apply_resources, build_images
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.plan import CodeSource, Role, SessionPlan
 from devaipod.runtime.planner import PlanInputs, build_session_plan
-from devaipod.session import lifecycle
+from devaipod.session import gateway, lifecycle
 from devaipod.session.code import (
     ClonedCode,
     check_clean,
@@ -54,6 +54,8 @@ class UpRequest:
     image: str | None = None
     config: Path | None = None
     interactive: bool | None = None
+    gateway: bool = False
+    gateway_base_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,15 @@ def _plan_session(
         for secret in plan.secrets
         if secret.target_env is not None
     }
+    if request.gateway:
+        progress("preparing the gateway (local mode)")
+        plan, secret_values = gateway.add_gateway(
+            plan,
+            secret_values,
+            source_dir=gateway.require_local_source(source_dir),
+            clone=cloned.path,
+            base_image=request.gateway_base_image,
+        )
     return PreparedSession(
         plan=plan,
         secret_values=secret_values,
@@ -242,6 +253,12 @@ def apply_session(
 
             workspace = plan.container(Role.WORKSPACE)
             agent = plan.container(Role.AGENT)
+            if gateway.has_gateway(plan):
+                progress("starting the gateway and the relay")
+                gateway.create_pod(engine, plan.session)
+                objects.create_container(plan.container(Role.GATEWAY))
+                objects.create_container(plan.container(Role.RELAY))
+                gateway.start_gateway(engine, plan)
             objects.create_container(workspace)
             objects.create_container(agent)
             phases = (*lifecycle.CREATE_PHASES, *lifecycle.START_PHASES)
@@ -258,6 +275,8 @@ def apply_session(
     except BaseException as error:
         reason = getattr(error, "message", None) or str(error) or type(error).__name__
         log.error("up of session %s failed, created objects removed: %s", plan.session, reason)
+        if gateway.has_gateway(plan):
+            gateway.remove_pod(engine, plan.session)
         delete_record(plan.session)
         raise
 

@@ -1,0 +1,272 @@
+"""A session's gateway side in local mode: the pod, the relay, the gateway and its scope.
+
+The agent and the relay share a pod whose network namespace has loopback only. The
+gateway serves the broker on a unix socket and the user's repository as the broker's
+upstream on its own loopback; the agent's `origin` points at the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shlex
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from devaipod.errors import EngineError, UserError
+from devaipod.runtime.engine import Engine
+from devaipod.runtime.gateway_image import ensure_gateway_image
+from devaipod.runtime.gateway_specs import (
+    BROKER_DOOR,
+    gateway_container,
+    relay_container,
+    secret_file,
+    socket_volume,
+    token_secret,
+)
+from devaipod.runtime.plan import (
+    LABEL_PURPOSE,
+    LABEL_SESSION,
+    Role,
+    SecretSpec,
+    SessionPlan,
+)
+from devaipod.scope.model import RepoInput, RepoOutput, RepoScope, Scope, dump_scope
+from devaipod.session.paths import session_audit_path, session_dir
+from devaipod.session.safe_git import run_git
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_ROOT = "/run/devaipod/upstream"
+STATE_MOUNT = "/run/devaipod/state"
+LOCAL_UPSTREAM_LISTEN = "127.0.0.1:9419"
+CREDENTIAL_SECRET_PURPOSE = "broker-credential"
+SCOPE_FILE = "scope.yaml"
+READY_TIMEOUT_SECONDS = 60.0
+
+
+def pod_name(session: str) -> str:
+    """Return the name of the pod that holds the agent and the relay."""
+    return f"{session}-pod"
+
+
+def output_branch(session: str) -> str:
+    """Return the branch the agent may push: `devaipod/<name>` without the session prefix."""
+    return f"devaipod/{session.removeprefix('devaipod-')}"
+
+
+def upstream_repo_name(source_dir: Path) -> str:
+    """Return a URL-safe name for the user's repository, from its folder name."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", source_dir.name).strip(".-")
+    return name or "project"
+
+
+def local_scope(session: str, repo_name: str) -> Scope:
+    """Return the scope of a local-mode session: the user's repository, one output branch."""
+    return Scope(
+        repos=[
+            RepoScope(
+                input=RepoInput(url=f"http://{LOCAL_UPSTREAM_LISTEN}/{repo_name}", allowHttp=True),
+                output=RepoOutput(targetBranch=output_branch(session)),
+            )
+        ]
+    )
+
+
+def broker_origin_url(repo_name: str) -> str:
+    """Return the agent's `origin` URL: the broker's relay port, never a credential in it."""
+    return f"http://127.0.0.1:{BROKER_DOOR.port}/git/{LOCAL_UPSTREAM_LISTEN}/{repo_name}.git"
+
+
+def configure_agent_clone(clone: Path, session: str, repo_name: str, credential: str) -> None:
+    """Point the clone's `origin` at the broker and give git the session credential as a header.
+
+    `remote.origin.push` makes a plain `git push` deliver HEAD to the output branch.
+    """
+    origin = broker_origin_url(repo_name)
+    run_git(["remote", "add", "origin", origin], cwd=clone)
+    run_git(
+        ["config", "remote.origin.push", f"HEAD:refs/heads/{output_branch(session)}"], cwd=clone
+    )
+    run_git(
+        [
+            "config",
+            f"http.http://127.0.0.1:{BROKER_DOOR.port}/.extraHeader",
+            f"Authorization: Bearer {credential}",
+        ],
+        cwd=clone,
+    )
+
+
+def add_gateway(
+    plan: SessionPlan,
+    secret_values: dict[str, bytes],
+    *,
+    source_dir: Path,
+    clone: Path,
+    base_image: str | None,
+    progress_message: list[str] | None = None,
+) -> tuple[SessionPlan, dict[str, bytes]]:
+    """Return `plan` with the local-mode gateway, relay, socket volume and secrets added.
+
+    Builds the gateway image when needed, writes the scope into the session's state
+    directory and configures the agent's clone. The agent joins the pod instead of
+    `--network=none`; the pod itself is created by `create_pod`.
+    """
+    session = plan.session
+    labels = {LABEL_SESSION: session}
+    image = ensure_gateway_image(base_image).name
+    repo_name = upstream_repo_name(source_dir)
+    top = Path(run_git(["rev-parse", "--show-toplevel"], cwd=source_dir).stdout.strip())
+
+    token = token_secret(session, {**labels, LABEL_PURPOSE: "forge-token"})
+    credential_secret = SecretSpec(
+        name=f"{session}-broker-credential",
+        purpose=CREDENTIAL_SECRET_PURPOSE,
+        labels={**labels, LABEL_PURPOSE: CREDENTIAL_SECRET_PURPOSE},
+    )
+    credential = secrets.token_urlsafe(32)
+    values = {
+        **secret_values,
+        token.name: secrets.token_urlsafe(32).encode(),
+        credential_secret.name: credential.encode(),
+    }
+    volume = socket_volume(session, {**labels, LABEL_PURPOSE: "gateway-sockets"})
+
+    state = session_dir(session)
+    state.mkdir(parents=True, exist_ok=True)
+    (state / SCOPE_FILE).write_text(dump_scope(local_scope(session, repo_name)))
+    audit_name = session_audit_path(session).name
+
+    upstream = shlex.join(
+        [
+            "devaipod", "serve-local-upstream", "--root", UPSTREAM_ROOT,
+            "--listen", LOCAL_UPSTREAM_LISTEN, "--token-file", secret_file(token),
+        ]
+    )  # fmt: skip
+    broker = shlex.join(
+        [
+            "devaipod", "broker",
+            "--listen", f"unix:{BROKER_DOOR.socket_path}",
+            "--scope", f"{STATE_MOUNT}/{SCOPE_FILE}",
+            "--audit-log", f"{STATE_MOUNT}/{audit_name}",
+            "--credential-file", secret_file(credential_secret),
+            "--token-file", secret_file(token),
+            "--session", session,
+            "--state-dir", "/tmp/devaipod-broker",
+        ]
+    )  # fmt: skip
+    # The shell reaps nothing itself: --init does. The broker replaces the shell, so
+    # `podman stop` reaches it; the local upstream dies with the container.
+    script = f"{upstream} & exec {broker}"
+    gateway = gateway_container(
+        f"{session}-gateway",
+        image,
+        volume=volume,
+        secret=token,
+        labels=labels,
+        command=("-c", script),
+        network="--network=none",
+        entrypoint="/bin/sh",
+    )
+    gateway = replace(
+        gateway,
+        options=(
+            *gateway.options,
+            f"--secret={credential_secret.name}",
+            f"--volume={top}:{UPSTREAM_ROOT}/{repo_name}",
+            f"--volume={state}:{STATE_MOUNT}",
+            "--env=DEVAIPOD_STATE_DIR=/tmp/devaipod-state",
+        ),
+    )
+    relay = relay_container(
+        f"{session}-relay",
+        image,
+        network=f"--pod={pod_name(session)}",
+        volume=volume,
+        labels=labels,
+        doors=(BROKER_DOOR,),
+    )
+
+    agent = plan.container(Role.AGENT)
+    agent_options = tuple(
+        option for option in agent.options if option not in ("--network=none", "--net=none")
+    )
+    agent = replace(agent, options=(*agent_options, f"--pod={pod_name(session)}"))
+    containers = tuple(agent if spec.role == Role.AGENT else spec for spec in plan.containers)
+
+    configure_agent_clone(clone, session, repo_name, credential)
+    new_plan = replace(
+        plan,
+        volumes=(*plan.volumes, volume),
+        secrets=(*plan.secrets, token, credential_secret),
+        containers=(*containers, gateway, relay),
+        notes=(
+            *plan.notes,
+            f"local mode: the agent pushes {output_branch(session)} to {top} through the broker",
+        ),
+    )
+    return new_plan, values
+
+
+def has_gateway(plan: SessionPlan) -> bool:
+    """Whether `plan` holds a gateway (local mode)."""
+    return any(spec.role == Role.GATEWAY for spec in plan.containers)
+
+
+def create_pod(engine: Engine, session: str) -> None:
+    """Create the session's pod, whose network namespace has loopback only.
+
+    The pod carries no session label: podman copies pod labels to the infra container,
+    which must not be listed (and removed one by one) as a session container.
+    """
+    engine.run_engine(["pod", "create", "--network=none", f"--name={pod_name(session)}"])
+
+
+def remove_pod(engine: Engine, session: str) -> None:
+    """Remove the session's pod and whatever container is still in it; missing is fine."""
+    result = engine.run_engine(["pod", "rm", "--force", "--ignore", pod_name(session)], check=False)
+    if result.returncode != 0:
+        log.warning("removing pod %s failed: %s", pod_name(session), result.stderr.strip())
+
+
+def start_gateway(engine: Engine, plan: SessionPlan) -> None:
+    """Start the gateway and the relay, and wait until both listen."""
+    gateway = plan.container(Role.GATEWAY)
+    relay = plan.container(Role.RELAY)
+    engine.start_container(gateway.name)
+    _wait_for_log(engine, gateway.name, "listening")
+    engine.start_container(relay.name)
+    _wait_for_log(engine, relay.name, "relaying")
+
+
+def _wait_for_log(engine: Engine, container: str, marker: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        logs = engine.run_engine(["logs", container], check=False)
+        if marker in logs.stdout or marker in logs.stderr:
+            return
+        info = engine.inspect_container(container)
+        state = info.get("State") if info else None
+        if isinstance(state, dict) and state.get("Status") == "exited":
+            raise EngineError(
+                f"container {container} exited while starting: {logs.stderr.strip()[-500:]}",
+                fix=f"see `podman logs {container}`",
+            )
+        time.sleep(0.2)
+    raise EngineError(
+        f"container {container} did not get ready in {READY_TIMEOUT_SECONDS:.0f} s",
+        fix=f"see `podman logs {container}`",
+    )
+
+
+def require_local_source(source_dir: Path | None) -> Path:
+    """Return the local source folder, or raise UserError: local mode needs one."""
+    if source_dir is None:
+        raise UserError(
+            "the gateway's local mode needs a local repository as SOURCE",
+            fix="run `devaipod up PATH` on a local repository, or leave out --gateway",
+        )
+    return source_dir
