@@ -208,11 +208,17 @@ def create_mcp_server(tools: ForgeTools) -> MCPServer[Any]:
     target = tools.target
     item = "pull request" if target.is_pull_request else "issue"
     where = f"{item} #{target.number} in {target.repo.path} on {target.host}"
+    # MCPServer's constructor calls logging.basicConfig, which adds a handler to a root
+    # logger that has none; devaipod configures logging itself, so undo that.
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
     server: MCPServer[Any] = MCPServer(
         SERVER_NAME,
         instructions=f"Forge tools for {where}. The devaipod broker checks every call "
         "against the session's scope and writes it to an audit log.",
     )
+    root.handlers[:] = root_handlers
+    root.setLevel(root_level)
 
     async def get_issue() -> str:
         return await tools.get_issue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,10 @@ import aiohttp
 import pytest
 from mcp import MCPError
 
+from devaipod.broker.api_gate import ApiGateService
+from devaipod.broker.api_policy import ScopedRepo
 from devaipod.broker.audit import AuditLog, read_entries, verify_chain
+from devaipod.broker.mcp_server import ForgeTools, McpTarget, create_mcp_server
 from devaipod.broker.server import BrokerConfig, RunningBroker, start_broker
 from devaipod.config import ForgeKind, parse_config
 from support.fake_forge import FakeForge, RecordedRequest
@@ -315,3 +319,16 @@ async def test_pull_request_target_uses_pull_paths(tmp_path: Path) -> None:
     assert pull["number"] == PULL_REQUEST[kind]
     assert pull["head"]["ref"] == "feature"
     assert forge.comments[created["id"]].number == PULL_REQUEST[kind]
+
+
+def test_mcp_server_leaves_root_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    target = McpTarget(host="127.0.0.1:1", kind="github",
+                       repo=ScopedRepo(path="octo/hello"), number=1, is_pull_request=False)
+
+    create_mcp_server(ForgeTools(ApiGateService({}, AuditLog.__new__(AuditLog)), target))
+
+    assert root.handlers == []
+    assert root.level == logging.WARNING
