@@ -126,8 +126,10 @@ class ForgeTools:
         """Return all comments as one JSON array, oldest first."""
         size_parameter, size = _PAGE_SIZE[self.target.kind]
         comments: list[object] = []
+        # GitLab lists notes newest first unless asked otherwise.
+        order = {"order_by": "created_at", "sort": "asc"} if self.target.kind == "gitlab" else {}
         for page in range(1, MAX_COMMENT_PAGES + 1):
-            query = urllib.parse.urlencode({"page": page, size_parameter: size})
+            query = urllib.parse.urlencode({"page": page, size_parameter: size, **order})
             batch = await self._call("GET", self.target.comments_api_path, query=query)
             if not isinstance(batch, list):
                 raise ToolError("the forge returned comments in an unexpected shape")

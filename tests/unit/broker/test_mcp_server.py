@@ -332,3 +332,18 @@ def test_mcp_server_leaves_root_logging(monkeypatch: pytest.MonkeyPatch) -> None
 
     assert root.handlers == []
     assert root.level == logging.WARNING
+
+
+async def test_mcp_list_comments_reads_all_pages(running: BrokerUnderTest) -> None:
+    for index in range(120):
+        running.forge.add_comment(REPO[running.kind], 1, f"note {index}", author="bob")
+
+    async with mcp_session(running.mcp_url, CREDENTIAL) as session:
+        comments = result_json(await session.call_tool("list_comments", {}))
+
+    bodies = [comment["body"] for comment in comments]
+    assert bodies == ["Please fix"] + [f"note {index}" for index in range(120)]
+    pages = [request for request in running.requests_since_start() if request.method == "GET"]
+    assert len(pages) == (3 if running.kind == "forgejo" else 2)
+    if running.kind == "gitlab":
+        assert all("sort=asc" in request.query for request in pages)
