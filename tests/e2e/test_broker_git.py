@@ -298,10 +298,15 @@ def test_push_output_branch_lands_upstream(
     assert list_refs(_upstream_repo(upstream))[TARGET_REF] == second
     assert len(upstream.receive_pack_posts()) == 2
 
-    allowed = [e for e in read_entries(broker.audit_log) if e.get("ref") == TARGET_REF]
-    assert [e["decision"] for e in allowed] == ["allow", "allow"]
-    assert allowed[-1]["new_oid"] == second
-    assert allowed[-1]["old_oid"] == first
+    ref_entries = [e for e in read_entries(broker.audit_log) if e.get("ref") == TARGET_REF]
+    # Decision lines come before forwarding; outcome lines carry the upstream's status.
+    decisions = [e for e in ref_entries if "upstream_status" not in e]
+    outcomes = [e for e in ref_entries if "upstream_status" in e]
+    assert [e["decision"] for e in decisions] == ["allow", "allow"]
+    assert decisions[-1]["new_oid"] == second
+    assert decisions[-1]["old_oid"] == first
+    assert [e["reason"] for e in outcomes] == ["upstream accepted the update"] * 2
+    assert [e["upstream_status"] for e in outcomes] == [200, 200]
 
 
 def _prepare_output_branch(
@@ -556,7 +561,11 @@ async def test_force_push_allowed_by_scope(tmp_path: Path, upstream: GitHttpServ
     assert "(forced update)" in completed.stderr
     assert list_refs(_upstream_repo(upstream))[TARGET_REF] == rewritten
     assert rewritten != first
-    forced = [e for e in read_entries(audit_log) if e.get("new_oid") == rewritten]
+    forced = [
+        e
+        for e in read_entries(audit_log)
+        if e.get("new_oid") == rewritten and "upstream_status" not in e
+    ]
     assert [e["decision"] for e in forced] == ["allow"]
     assert "force push allowed by the scope" in str(forced[0]["reason"])
 
@@ -587,3 +596,28 @@ def test_large_push_streams_in_chunks(
     [forwarded] = upstream.receive_pack_posts()
     assert forwarded.body_bytes > 3 * 1024 * 1024
     assert "receive-pack probe" in broker.stderr_file.read_text()
+
+
+def test_upstream_hook_rejection_is_audited(
+    tmp_path: Path, upstream: GitHttpServer, broker: Broker, agent_env: dict[str, str]
+) -> None:
+    hook = _upstream_repo(upstream) / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch is frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    work = _clone(broker, upstream, agent_env, tmp_path / "work")
+    _commit(work, agent_env, "feature.txt", "one\n")
+
+    completed = _git(agent_env, "push", "origin", f"HEAD:{TARGET_REF}", cwd=work)
+
+    assert completed.returncode != 0
+    assert "remote: branch is frozen" in completed.stderr, completed.stderr
+    assert "pre-receive hook declined" in completed.stderr, completed.stderr
+    assert TARGET_REF not in list_refs(_upstream_repo(upstream))
+    outcomes = [
+        e
+        for e in read_entries(broker.audit_log)
+        if e.get("ref") == TARGET_REF and "upstream_status" in e
+    ]
+    assert [e["reason"] for e in outcomes] == [
+        "upstream rejected the update: pre-receive hook declined"
+    ]

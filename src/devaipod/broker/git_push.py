@@ -37,6 +37,7 @@ from devaipod.broker.ref_policy import (
     needs_ancestry_check,
     rewrite_receive_pack_advertisement,
 )
+from devaipod.broker.report_status import ReportStatusReader
 from devaipod.broker.upstream_http import (
     CHUNK_BYTES,
     RECEIVE_PACK,
@@ -393,6 +394,7 @@ class PushGate:
             headers["User-Agent"] = user_agent
 
         status: int | None = None
+        report = ReportStatusReader(sideband=push.sideband_packet_length is not None)
         try:
             with spool.open("rb") as body:
                 async with self._client.session.post(
@@ -405,11 +407,49 @@ class PushGate:
                     if status != 200:
                         log.warning("upstream %s returned HTTP %d to a push", repo.key, status)
                         return upstream_failure(status)
-                    return await stream_back(request, upstream)
+                    return await stream_back(request, upstream, report.feed)
         except aiohttp.ClientError as error:
             log.warning("forwarding a push to %s failed: %s", repo.key, error)
+            report.error = f"forwarding failed: {error}"
             return web.Response(status=502, text="upstream request failed\n")
         finally:
-            # TODO: parse the upstream's report-status so the audit line records which refs the
-            # upstream itself accepted; today it records the HTTP status only.
-            self._record(repo, "allow", "push forwarded to the upstream", upstream_status=status)
+            self._record_upstream_result(repo, push, report, status)
+
+    def _record_upstream_result(
+        self,
+        repo: ScopedRepo,
+        push: ParsedPush,
+        report: ReportStatusReader,
+        status: int | None,
+    ) -> None:
+        """Record what the upstream did with a forwarded push, one audit line per ref."""
+        if status != 200 or report.error is not None or report.unpack is None:
+            detail = report.error or "no report-status"
+            reason = f"push forwarded to the upstream ({detail})"
+            self._record(repo, "allow", reason, upstream_status=status)
+            return
+
+        try:
+            for command in push.commands:
+                ref_status = report.refs.get(command.ref)
+                if ref_status is None:
+                    outcome = "upstream sent no status for this ref"
+                elif ref_status.ok:
+                    outcome = "upstream accepted the update"
+                else:
+                    outcome = f"upstream rejected the update: {ref_status.message}"
+                if report.unpack != "ok":
+                    outcome += f" (unpack {report.unpack})"
+                self._audit.record(
+                    kind="git-push",
+                    decision="allow",
+                    reason=outcome,
+                    repository=repo.upstream_url,
+                    ref=command.ref,
+                    old_oid=command.old_oid,
+                    new_oid=command.new_oid,
+                    upstream_status=status,
+                )
+                log.info("push to %s %s forwarded: %s", repo.key, command.ref, outcome)
+        except AuditWriteError as error:
+            log.error("audit log write failed after a push to %s: %s", repo.key, error)

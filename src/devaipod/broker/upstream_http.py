@@ -4,6 +4,7 @@ response back to git, and mapping upstream failures to replies git can show."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -69,8 +70,15 @@ def upstream_failure(status: int) -> web.Response:
     return web.Response(status=502, text=f"upstream returned HTTP {status}\n")
 
 
-async def stream_back(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    """Send the upstream's response to git chunk by chunk, without buffering the body."""
+async def stream_back(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> web.StreamResponse:
+    """Send the upstream's response to git chunk by chunk, without buffering the body.
+
+    `on_chunk` sees each chunk before it is sent, to read the body on the way through.
+    """
     response = web.StreamResponse(status=upstream.status)
     for name in _RESPONSE_HEADERS:
         value = upstream.headers.get(name)
@@ -78,6 +86,8 @@ async def stream_back(request: web.Request, upstream: aiohttp.ClientResponse) ->
             response.headers[name] = value
     await response.prepare(request)
     async for chunk in upstream.content.iter_chunked(CHUNK_BYTES):
+        if on_chunk is not None:
+            on_chunk(chunk)
         await response.write(chunk)
     await response.write_eof()
     return response
