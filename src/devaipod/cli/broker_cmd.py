@@ -220,7 +220,11 @@ def broker(
     unix_socket = parse_unix_listen_address(listen)
     host, port = ("", 0) if unix_socket is not None else parse_listen_address(listen)
     scope = load_scope(scope_file)
-    forge_config = with_api_urls(load_config(), parse_forge_api_urls(forge_api_urls))
+    forge_api_overrides = parse_forge_api_urls(forge_api_urls)
+    # The config file matters only for the forge endpoints, which need attached contexts.
+    forge_config = (
+        with_api_urls(load_config(), forge_api_overrides) if scope.attachedContexts else None
+    )
     egress_address = (
         parse_egress_listen(egress_listen, "--egress-listen") if egress_listen else None
     )
