@@ -74,6 +74,9 @@ def _register_commands() -> None:
     from devaipod.cli.local_upstream_cmd import serve_local_upstream
 
     cli.add_command(serve_local_upstream)
+    from devaipod.cli.demo_cmd import demo
+
+    cli.add_command(demo)
 
 
 _register_commands()
