@@ -325,6 +325,14 @@ class McpEndpoint:
                 {"message": f"{reason}: send Authorization: Bearer <session credential>"},
                 status=401, headers={"WWW-Authenticate": 'Bearer realm="devaipod"'},
             )
+
+        # The transport is stateless: no session to end (DELETE), and no server-initiated
+        # messages to stream (GET), which the MCP spec lets a server decline with 405.
+        if request.method != "POST":
+            return web.json_response(
+                {"message": f"{request.method} is not supported; send JSON-RPC with POST"},
+                status=405, headers={"Allow": "POST"},
+            )
         return await serve_asgi(self._manager.handle_request, request)
 
 
@@ -370,12 +378,12 @@ async def serve_asgi(asgi_app: AsgiApp, request: web.Request) -> web.StreamRespo
     async def send(message: AsgiMessage) -> None:
         nonlocal start, response
         if message["type"] == "http.response.start":
+            # Sent at once, so that a client of a long-lived event stream sees the status.
             start = message
-            return
-        if message["type"] != "http.response.body" or start is None:
-            return
-        if response is None:
             response = await _prepare(request, start)
+            return
+        if message["type"] != "http.response.body" or response is None:
+            return
         chunk = message.get("body", b"")
         if chunk:
             await response.write(chunk)
@@ -388,13 +396,9 @@ async def serve_asgi(asgi_app: AsgiApp, request: web.Request) -> web.StreamRespo
         finished.set()
 
     if response is None:
-        if start is None:
-            log.error("the MCP application sent no response to %s %s", request.method,
-                      request.path)
-            return web.json_response({"message": "the MCP endpoint sent no response"},
-                                     status=500)
-        response = await _prepare(request, start)
-        await response.write_eof()
+        log.error("the MCP application sent no response to %s %s", request.method,
+                  request.path)
+        return web.json_response({"message": "the MCP endpoint sent no response"}, status=500)
     return response
 
 

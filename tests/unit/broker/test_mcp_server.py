@@ -347,3 +347,25 @@ async def test_mcp_list_comments_reads_all_pages(running: BrokerUnderTest) -> No
     assert len(pages) == (3 if running.kind == "forgejo" else 2)
     if running.kind == "gitlab":
         assert all("sort=asc" in request.query for request in pages)
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_mcp_declines_stream_methods(running: BrokerUnderTest, method: str) -> None:
+    headers = {"Authorization": f"Bearer {CREDENTIAL}", "Accept": "text/event-stream"}
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.request(method, running.mcp_url, headers=headers) as response:
+            assert response.status == 405
+            assert response.headers["Allow"] == "POST"
+
+
+async def test_mcp_invalid_json_rpc_error(running: BrokerUnderTest) -> None:
+    headers = {"Authorization": f"Bearer {CREDENTIAL}", "Content-Type": "application/json",
+               "Accept": "application/json, text/event-stream"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(running.mcp_url, data=b"{not json", headers=headers) as response:
+            assert response.status == 400
+            reply = await response.json()
+
+    assert reply["error"]["code"] == -32700
+    assert running.requests_since_start() == []
