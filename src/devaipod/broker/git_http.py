@@ -219,6 +219,8 @@ class GitHttpFrontend:
             return web.Response(status=502, text="upstream request failed\n")
 
     def _record_fetch(self, repo: ScopedRepo, target: GitTarget, status: int) -> bool:
+        # NOTE: the git routes write audit lines (with fsync) on the event loop thread, so a
+        # slow disk stalls other requests of the broker for that time.
         try:
             self._audit.record(
                 kind="git-fetch",
