@@ -178,7 +178,7 @@ def add_gateway(
             f"--secret={credential_secret.name}",
             f"--volume={top}:{UPSTREAM_ROOT}/{repo_name}",
             f"--volume={state}:{STATE_MOUNT}",
-            "--env=DEVAIPOD_STATE_DIR=/tmp/devaipod-state",
+            f"--env=DEVAIPOD_STATE_DIR={STATE_MOUNT}/gateway",
         ),
     )
     relay = relay_container(
