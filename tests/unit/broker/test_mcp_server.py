@@ -369,3 +369,23 @@ async def test_mcp_invalid_json_rpc_error(running: BrokerUnderTest) -> None:
 
     assert reply["error"]["code"] == -32700
     assert running.requests_since_start() == []
+
+
+async def test_rest_edits_comment_from_mcp(running: BrokerUnderTest) -> None:
+    async with mcp_session(running.mcp_url, CREDENTIAL) as session:
+        mine = result_json(await session.call_tool("comment", {"body": "via MCP"}))["id"]
+
+    if running.kind == "gitlab":
+        method, path = "PUT", f"{running.repo_api_path()}/issues/1/notes/{mine}"
+    else:
+        method, path = "PATCH", f"{running.repo_api_path()}/issues/comments/{mine}"
+    headers = {"Authorization": f"Bearer {CREDENTIAL}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.request(method, running.api_base + path, json={"body": "via REST"},
+                                headers=headers) as response:
+            assert response.status == 200
+
+    assert running.forge.comments[mine].body == "via REST"
+    kinds = [entry["kind"] for entry in read_entries(running.audit_path)
+             if entry.get("operation") in ("create-comment", "edit-comment")]
+    assert kinds == ["mcp", "mcp", "api", "api"]
