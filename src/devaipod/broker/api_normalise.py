@@ -123,7 +123,7 @@ def normalise_query(kind: ForgeKind, query: str, *, is_write: bool) -> dict[str,
             raise Denied(f"query parameter {name!r} is not allowed")
         if name in parameters:
             raise Denied(f"query parameter {name!r} is repeated")
-        if not _QUERY_VALUE[name].match(value):
+        if not _QUERY_VALUE[name].fullmatch(value):
             raise Denied(f"query parameter {name!r} has an invalid value")
         parameters[name] = value
     return parameters
@@ -143,7 +143,7 @@ def normalise_headers(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
         if folded in _DENIED_HEADERS:
             raise Denied(f"header {name!r} is denied (impersonation or method override)")
         if folded in _FORWARDED_HEADERS:
-            if not _HEADER_VALUE.match(value):
+            if not _HEADER_VALUE.fullmatch(value):
                 raise Denied(f"header {name!r} has an invalid value")
             forwarded[folded] = value
     return forwarded
@@ -187,6 +187,8 @@ def parse_json_body(method: str, headers: Sequence[tuple[str, str]], body: bytes
                               parse_constant=reject_constant)
     except (UnicodeDecodeError, ValueError):
         raise Denied("the request body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise Denied("the JSON body is nested too deeply") from None
     if not isinstance(document, dict):
         raise Denied("the JSON body must be an object")
     return document

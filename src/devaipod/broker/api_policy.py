@@ -49,9 +49,11 @@ _PULL_REQUEST_KEYS: dict[ForgeKind, frozenset[str]] = {
     "gitlab": frozenset({"source_branch", "target_branch", "title", "description", "draft"}),
 }
 # Title prefixes that mark a draft: GitLab recognises "Draft:", "[Draft]" and "(Draft)";
-# Forgejo and Gitea treat "WIP:" and "[WIP]" as work in progress by default.
-_GITLAB_DRAFT_TITLE = re.compile(r"^\s*(draft:|\[draft\]|\(draft\))", re.IGNORECASE)
-_FORGEJO_DRAFT_TITLE = re.compile(r"^\s*(wip:|\[wip\])", re.IGNORECASE)
+# Forgejo and Gitea treat "WIP:" and "[WIP]" as work in progress by default. A marker
+# counts only at the very start of the title, so the gate does not rely on a forge
+# skipping leading whitespace.
+_GITLAB_DRAFT_TITLE = re.compile(r"(draft:|\[draft\]|\(draft\))", re.IGNORECASE)
+_FORGEJO_DRAFT_TITLE = re.compile(r"(wip:|\[wip\])", re.IGNORECASE)
 # Numbers in canonical form only: "007" is denied rather than forwarded as another spelling.
 _NUMBER = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 
@@ -402,7 +404,7 @@ def _decide_gitlab(context: GateContext, state: SessionState, request: _Normalis
         raise Denied("no rule allows this path")
 
     project = segments[1]
-    if _NUMBER.match(project):
+    if _NUMBER.fullmatch(project):
         repo = context.find_project_id(int(project))
         if repo is None:
             raise Denied(f"project id {project} is not the pinned id of a scoped project")
@@ -542,7 +544,7 @@ def _require(permissions: frozenset[Permission], permission: Permission, operati
 
 
 def _number(text: str) -> int:
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
         raise Denied(f"{text!r} is not a number")
     return int(text)
 
