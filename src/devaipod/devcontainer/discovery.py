@@ -94,7 +94,12 @@ def _check_explicit_config(config: Path) -> Path:
             f"config file name must be devcontainer.json or .devcontainer.json: {path}",
             fix="rename the file, or point --config at a devcontainer.json",
         )
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:
+        # A name longer than the system allows, for example.
+        found = False
+    if not found:
         raise UserError(
             f"dev container config {path} not found",
             fix="check the path given with --config",

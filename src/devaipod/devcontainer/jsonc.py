@@ -22,6 +22,10 @@ from devaipod.errors import UserError
 # (line breaks kept), so json's error positions are those of the original file.
 
 BOM = "\ufeff"
+# Arrays and objects nested deeper than this are an error, because the recursive steps
+# after parsing (substitution, validation) hit Python 3.11's recursion limit at about 500
+# levels. NOTE: 200 is an estimate of what configs need; jsonc-parser has no limit.
+MAX_NESTING_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _check_nesting(plain: str) -> None:
+    """Raise `JsoncSyntaxError` at the first bracket nested deeper than MAX_NESTING_DEPTH."""
+    depth = 0
+    index = 0
+    length = len(plain)
+    while index < length:
+        char = plain[index]
+        if char == '"':
+            index += 1
+            while index < length and plain[index] != '"':
+                index += 2 if plain[index] == "\\" else 1
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                line, column = _position(plain, index)
+                raise JsoncSyntaxError(
+                    f"arrays and objects nested deeper than {MAX_NESTING_DEPTH} levels",
+                    line,
+                    column,
+                )
+        elif char in "]}":
+            depth -= 1
+        index += 1
+
+
 def parse_jsonc(text: str) -> Any:
     """Parse JSONC text and return the value; raise `JsoncSyntaxError` on invalid input."""
     if text.startswith(BOM):
         text = text[1:]
     plain = strip_jsonc(text)
+    _check_nesting(plain)
 
     try:
         # strict=False accepts tabs and other control characters inside strings,
@@ -181,7 +211,45 @@ def load_jsonc_object(path: Path) -> dict[str, Any]:
             f"dev container config {path} must contain a JSON object, not {json_type_name(value)}",
             fix="wrap the properties in { }",
         )
+    _check_strings(value, path)
     return value
+
+
+def _check_strings(value: dict[str, Any], path: Path) -> None:
+    """Raise `UserError` for a key or string with a NUL or an unpaired UTF-16 surrogate.
+
+    JSON escapes can spell both (`\\u0000`, `\\ud800`), but neither can reach a command
+    line, a file name or UTF-8 output, so they are rejected here with the field's path.
+    """
+    pending: list[tuple[str, object]] = [("", value)]
+    while pending:
+        location, item = pending.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                child_location = f"{location}.{key}" if location else key
+                _check_string(key, child_location, path)
+                pending.append((child_location, child))
+        elif isinstance(item, list):
+            pending.extend((f"{location}[{index}]", child) for index, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_string(item, location, path)
+
+
+def _check_string(text: str, location: str, path: Path) -> None:
+    problem = None
+    if "\x00" in text:
+        problem = "a NUL character (\\u0000)"
+    else:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "an unpaired UTF-16 surrogate (\\ud800 to \\udfff)"
+    if problem is not None:
+        shown = json.dumps(location)[1:-1]
+        raise UserError(
+            f"{path}: invalid string at {shown}: it contains {problem}",
+            fix="remove that escape from the string",
+        )
 
 
 def json_type_name(value: object) -> str:

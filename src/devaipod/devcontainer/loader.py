@@ -233,7 +233,7 @@ def load_devcontainer(
     """
     environment = os.environ if env is None else env
     local_folder = absolute_path(workspace_folder)
-    if not local_folder.is_dir():
+    if not _is_dir(local_folder):
         raise UserError(
             f"workspace folder {local_folder} does not exist or is not a directory",
             fix="pass an existing folder with --workspace-folder",
@@ -351,6 +351,22 @@ def _check_workspace_types(raw: dict[str, Any], source: str) -> None:
     parse_config(subset, source)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    """Return whether `path` is a regular file; a name the system rejects is no file."""
+    try:
+        return path.is_file()
+    except OSError:
+        # ENAMETOOLONG and similar errors that pathlib does not swallow itself.
+        return False
+
+
 def resolve_config_relative(config_file: Path, path: str) -> Path:
     """Resolve `path` against the folder of devcontainer.json (absolute paths are kept)."""
     return absolute_path(path, config_file.parent)
@@ -386,7 +402,7 @@ def resolve_build(
     context = (
         resolve_config_relative(config_file, context_value) if context_value else dockerfile.parent
     )
-    if require_dockerfile and not dockerfile.is_file():
+    if require_dockerfile and not _is_file(dockerfile):
         raise UserError(
             f"Dockerfile {dockerfile} not found (from {config_file})",
             fix="create it, or correct build.dockerfile (relative to the devcontainer.json folder)",
@@ -430,7 +446,7 @@ def resolve_compose_files(
         return [absolute_path(item, local_workspace_folder) for item in from_env.split(os.pathsep)]
 
     dotenv = local_workspace_folder / ".env"
-    if dotenv.is_file():
+    if _is_file(dotenv):
         match = _ENV_COMPOSE_FILE.search(dotenv.read_text(encoding="utf-8", errors="replace"))
         if match and match.group(1).strip():
             names = match.group(1).strip().split(os.pathsep)
@@ -438,6 +454,6 @@ def resolve_compose_files(
 
     files = [local_workspace_folder / "docker-compose.yml"]
     override = local_workspace_folder / "docker-compose.override.yml"
-    if override.is_file():
+    if _is_file(override):
         files.append(override)
     return files
