@@ -58,8 +58,8 @@ class AgentMcpConfig:
 def opencode_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
     """Return the `mcp` section of `opencode.json`, with a remote server entry.
 
-    NOTE: this is the `mcp.<name>` layout of opencode 1.x; opencode's v2 config
-    moves servers to `mcp.servers.<name>`.
+    opencode 1.18.33 connected with it to the broker. NOTE: this is the `mcp.<name>`
+    layout of opencode 1.x; opencode's v2 config moves servers to `mcp.servers.<name>`.
     """
     data: dict[str, Any] = {
         "$schema": "https://opencode.ai/config.json",
@@ -80,7 +80,9 @@ def claude_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
     """Return Claude Code's `.mcp.json` (project scope) with an HTTP server entry.
 
     `command` is the equivalent `claude mcp add --transport http` invocation, which
-    writes the local scope in `~/.claude.json` instead.
+    writes the local scope in `~/.claude.json` instead. NOTE: Claude Code (2.1.328) lists
+    a `.mcp.json` server as pending approval until the user approves it, so a headless
+    session needs the command, or project servers enabled in Claude Code's settings.
     """
     data: dict[str, Any] = {
         "mcpServers": {
@@ -96,16 +98,23 @@ def claude_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
 
 
 def claude_mcp_add_command(endpoint: McpEndpointInfo) -> tuple[str, ...]:
-    """Return the `claude mcp add` argv; Claude Code wants its options before the name."""
-    command = ["claude", "mcp", "add", "--transport", "http"]
+    """Return the `claude mcp add` argv.
+
+    `--header` takes several values, so it comes after the name and URL, where it cannot
+    swallow them (checked with Claude Code 2.1.328).
+    """
+    command = ["claude", "mcp", "add", "--transport", "http", endpoint.server_name,
+               endpoint.url]
     for name, value in endpoint.headers.items():
         command += ["--header", f"{name}: {value}"]
-    command += [endpoint.server_name, endpoint.url]
     return tuple(command)
 
 
 def codex_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
     """Return the `[mcp_servers.<name>]` table for `~/.codex/config.toml`.
+
+    Codex 0.169.0 reads it as a streamable HTTP server with a Bearer token
+    (`codex mcp get devaipod --json`).
 
     The text is one TOML table, so it can be appended to an existing config file
     that has no table of the same name.

@@ -68,12 +68,12 @@ def test_claude_config_http_entry() -> None:
     assert server == {"type": "http", "url": URL, "headers": {"Authorization": BEARER}}
 
 
-def test_claude_add_command_order() -> None:
+def test_claude_add_command_header_last() -> None:
     command = claude_mcp_add_command(ENDPOINT)
 
     assert command[:5] == ("claude", "mcp", "add", "--transport", "http")
-    assert command[5:7] == ("--header", f"Authorization: {BEARER}")
-    assert command[-2:] == ("devaipod", URL)
+    assert command[5:7] == ("devaipod", URL)
+    assert command[7:] == ("--header", f"Authorization: {BEARER}")
     assert claude_mcp_config(ENDPOINT).command == command
 
 
