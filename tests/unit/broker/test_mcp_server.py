@@ -292,13 +292,14 @@ async def test_git_routes_still_need_credential(running: BrokerUnderTest) -> Non
             assert "Basic" in response.headers["WWW-Authenticate"]
 
 
-async def test_pull_request_target_uses_pull_paths(tmp_path: Path) -> None:
-    kind: ForgeKind = "github"
+@pytest.mark.parametrize("kind", KINDS)
+async def test_pull_request_target_uses_pull_paths(tmp_path: Path, kind: ForgeKind) -> None:
     async with FakeForge(kind) as forge:
         forge.add_repo(REPO[kind])
         forge.add_issue(REPO[kind], "Crash on start")
         forge.add_issue(REPO[kind], "Other")
         forge.add_pull_request(REPO[kind], "Human PR", head="feature", base="main")
+        # Only the pull request stays attached, with read and comment but not edit-own.
         scope = session_scope(kind, forge.host)
         scope = scope.model_copy(update={"attachedContexts": scope.attachedContexts[1:]})
         audit = AuditLog(tmp_path / "audit.jsonl", "mcp-test")
@@ -312,13 +313,20 @@ async def test_pull_request_target_uses_pull_paths(tmp_path: Path) -> None:
             async with mcp_session(f"{broker.url}/mcp", CREDENTIAL) as session:
                 pull = result_json(await session.call_tool("get_issue", {}))
                 created = result_json(await session.call_tool("comment", {"body": "on PR"}))
+                edit = await session.call_tool("update_comment",
+                                               {"comment_id": created["id"], "body": "x"})
         finally:
             await broker.stop()
             audit.close()
 
-    assert pull["number"] == PULL_REQUEST[kind]
-    assert pull["head"]["ref"] == "feature"
-    assert forge.comments[created["id"]].number == PULL_REQUEST[kind]
+    assert pull.get("iid", pull.get("number")) == PULL_REQUEST[kind]
+    assert pull["title"] == "Human PR"
+    comment = forge.comments[created["id"]]
+    assert comment.number == PULL_REQUEST[kind]
+    assert comment.on_merge_request is (kind == "gitlab")
+    assert edit.is_error
+    assert "devaipod broker denied this request" in result_text(edit)
+    assert comment.body == "on PR"
 
 
 def test_mcp_server_leaves_root_logging(monkeypatch: pytest.MonkeyPatch) -> None:
