@@ -130,12 +130,18 @@ class ForgeTools:
         order = {"order_by": "created_at", "sort": "asc"} if self.target.kind == "gitlab" else {}
         for page in range(1, MAX_COMMENT_PAGES + 1):
             query = urllib.parse.urlencode({"page": page, size_parameter: size, **order})
-            batch = await self._call("GET", self.target.comments_api_path, query=query)
+            response = await self._send("GET", self.target.comments_api_path, query=query)
+            batch = response.json()
             if not isinstance(batch, list):
                 raise ToolError("the forge returned comments in an unexpected shape")
             comments.extend(batch)
-            if len(batch) < size:
+            # All three forges announce a further page in the Link header. Following it,
+            # not a short page, also works when a forge caps the page size lower.
+            if not batch or not _has_next_page(response):
                 break
+        else:
+            log.warning("listed only the first %d pages of comments on %s #%d",
+                        MAX_COMMENT_PAGES, self.target.repo.path, self.target.number)
         return _json_text(comments)
 
     async def comment(self, body: str) -> str:
@@ -184,6 +190,10 @@ class ForgeTools:
 
     async def _call(self, method: str, path: str, body: object = None, *, query: str = ""
                     ) -> object:
+        return (await self._send(method, path, body, query=query)).json()
+
+    async def _send(self, method: str, path: str, body: object = None, *, query: str = ""
+                    ) -> GateResponse:
         headers = [("Accept", "application/json")]
         data = b""
         if body is not None:
@@ -195,7 +205,7 @@ class ForgeTools:
                                                audit_kind=AUDIT_KIND)
         if response.status >= 400:
             raise ToolError(_error_message(response))
-        return response.json()
+        return response
 
     async def _deny(self, *, path: str, reason: str) -> NoReturn:
         response = await self._service.deny(self.target.host, "POST",
@@ -420,6 +430,13 @@ def _error_message(response: GateResponse) -> str:
     if message.startswith("devaipod broker denied"):
         return message
     return f"the request failed with HTTP {response.status}: {message}"
+
+
+def _has_next_page(response: GateResponse) -> bool:
+    for name, value in response.headers.items():
+        if name.casefold() == "link":
+            return any('rel="next"' in part for part in value.split(","))
+    return False
 
 
 def _json_text(value: object) -> str:
