@@ -125,10 +125,33 @@ def canonical_address(address: IPAddress) -> IPAddress:
     return address
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits: NAT64
+# (RFC 6052 well-known prefix and RFC 8215 local-use prefix) and the deprecated
+# IPv4-compatible form. A NAT64 gateway or a tunnel forwards them to that IPv4 address.
+_IPV4_EMBEDDING_PREFIXES = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address a NAT64, 6to4 or IPv4-compatible IPv6 address carries."""
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in prefix for prefix in _IPV4_EMBEDDING_PREFIXES):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def internal_address_reason(
     address: IPAddress, local_addresses: frozenset[IPAddress]
 ) -> str | None:
-    """Name the internal range an address is in, or return None for a public address."""
+    """Name the internal range an address is in, or return None for a public address.
+
+    An IPv6 address that carries an IPv4 address (NAT64, 6to4, IPv4-compatible) is
+    internal when the IPv4 address is.
+    """
     address = canonical_address(address)
     if address.is_loopback:
         return "a loopback address"
@@ -147,6 +170,12 @@ def internal_address_reason(
         return "a non-global address"
     if address in local_addresses:
         return "an address of this host"
+
+    ipv4 = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+    if ipv4 is not None:
+        reason = internal_address_reason(ipv4, local_addresses)
+        if reason is not None:
+            return f"an IPv6 address carrying {ipv4}, {reason}"
     return None
 
 
