@@ -157,7 +157,7 @@ class ForgeTools:
         return _json_text(updated)
 
     async def minimize_comment(self, comment_id: int, reason: str) -> str:
-        """Minimise (hide) a comment this session created; GitHub only."""
+        """Minimise (hide) a comment this session created, on GitHub only."""
         classifier = reason.strip().upper()
         path = f"{self.target.comment_api_path(comment_id)}/devaipod-minimize"
         result = await self._call("POST", path, {"classifier": classifier})
@@ -178,7 +178,7 @@ class ForgeTools:
             payload = {"head": head, "base": base, "title": title, "body": body, "draft": draft}
             path = f"{self.target.repo_api_path}/pulls"
         else:
-            # Forgejo has no draft field; a "WIP: " title prefix marks a draft there.
+            # Forgejo has no draft field, so a "WIP: " title prefix marks a draft there.
             if output is not None and output.draft and not draft:
                 return await self._deny(path="/pulls", reason="the scope requires a draft pull "
                                         "request")
@@ -221,7 +221,7 @@ def create_mcp_server(tools: ForgeTools) -> MCPServer[Any]:
     item = "pull request" if target.is_pull_request else "issue"
     where = f"{item} #{target.number} in {target.repo.path} on {target.host}"
     # MCPServer's constructor calls logging.basicConfig, which adds a handler to a root
-    # logger that has none; devaipod configures logging itself, so undo that.
+    # logger that has none. devaipod configures logging itself, so this undoes it.
     root = logging.getLogger()
     root_handlers, root_level = list(root.handlers), root.level
     server: MCPServer[Any] = MCPServer(
@@ -267,9 +267,9 @@ def create_mcp_server(tools: ForgeTools) -> MCPServer[Any]:
 class McpEndpoint:
     """The `/mcp` route: the session credential check, then the SDK's streamable HTTP app.
 
-    The SDK's app is an ASGI callable; `handle` adapts one aiohttp request to it. The
-    transport is stateless with JSON responses, so each POST is answered in full and
-    no server-sent event stream stays open.
+    The SDK's app is an ASGI callable, and `handle` adapts one aiohttp request to it. The
+    transport is stateless with JSON responses, so each POST gets one complete JSON
+    response and no server-sent event stream stays open.
     """
 
     def __init__(self, server: MCPServer[Any], *, session_credential: str, audit_log: AuditLog
@@ -294,8 +294,8 @@ class McpEndpoint:
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         """Run the session manager in its own task for as long as `app` runs.
 
-        The manager holds an anyio task group, which must be left by the task that
-        entered it; aiohttp may run startup and cleanup in different tasks.
+        The manager owns an anyio task group, which must be left by the task that
+        entered it, and aiohttp may run startup and cleanup in different tasks.
         """
         ready = asyncio.Event()
         stop = asyncio.Event()
@@ -324,7 +324,7 @@ class McpEndpoint:
                                                         self._credential.encode()):
             reason = ("invalid session credential" if presented is not None
                       else "missing session credential")
-            log.warning("rejected an MCP request with a %s", reason)
+            log.warning("rejected an MCP request from %s with a %s", request.remote, reason)
             try:
                 await asyncio.to_thread(self._audit.record, kind=AUDIT_KIND, decision="deny",
                                         reason=reason, path=request.path,
@@ -388,7 +388,7 @@ async def serve_asgi(asgi_app: AsgiApp, request: web.Request) -> web.StreamRespo
     async def send(message: AsgiMessage) -> None:
         nonlocal start, response
         if message["type"] == "http.response.start":
-            # Sent at once, so that a client of a long-lived event stream sees the status.
+            # Sent at once, so that a client of a long-lived event stream receives the status.
             start = message
             response = await _prepare(request, start)
             return
