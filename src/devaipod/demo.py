@@ -60,7 +60,7 @@ DENIED_STEPS = ("main", "tag", "force", "delete")
 
 @dataclass
 class DemoResult:
-    """What the demo delivered and what the broker refused."""
+    """The outcome of a demo: the delivered commits and the rejected pushes."""
 
     project: Path
     session: str
@@ -176,7 +176,7 @@ def _wait_for_agent(engine: Engine, session: str) -> None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# git's progress lines, which say nothing about what was allowed.
+# git's progress lines, which show nothing about the broker's decisions.
 _PROGRESS = re.compile(
     r"^(Enumerating objects|Counting objects|Compressing objects|Writing objects|"
     r"Delta compression|Total \d)"

@@ -145,7 +145,8 @@ def test_local_session_delivers_only_its_branch(
     assert f"only refs/heads/{branch} may be pushed" in out["main"], transcript
     assert "[remote rejected]" in out["main"]
     assert "(devaipod: tags may not be pushed)" in out["tag"], transcript
-    assert "non-fast-forward" in out["force"] and "[remote rejected]" in out["force"]
+    assert "non-fast-forward" in out["force"], transcript
+    assert "[remote rejected]" in out["force"]
     assert "(devaipod: deleting refs is not allowed)" in out["delete"], transcript
 
     refs_after = list_refs(repo)

@@ -20,7 +20,7 @@ from devaipod.session.local_upstream import make_server
     "--root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Directory that holds the repository; URL paths are relative to it.",
+    help="Directory that contains the repository; URL paths are relative to it.",
 )
 @click.option(
     "--listen",

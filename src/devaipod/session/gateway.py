@@ -1,8 +1,8 @@
 """A session's gateway side in local mode: the pod, the relay, the gateway and its scope.
 
 The agent and the relay share a pod whose network namespace has loopback only. The
-gateway serves the broker on a unix socket and the user's repository as the broker's
-upstream on its own loopback; the agent's `origin` points at the broker.
+gateway serves the broker on a unix socket, and the user's repository as the broker's
+upstream on the gateway's own loopback. The agent's `origin` points at the broker.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ READY_TIMEOUT_SECONDS = 60.0
 
 
 def pod_name(session: str) -> str:
-    """Return the name of the pod that holds the agent and the relay."""
+    """Return the name of the pod that contains the agent and the relay."""
     return f"{session}-pod"
 
 
@@ -107,7 +107,6 @@ def add_gateway(
     source_dir: Path,
     clone: Path,
     base_image: str | None,
-    progress_message: list[str] | None = None,
 ) -> tuple[SessionPlan, dict[str, bytes]]:
     """Return `plan` with the local-mode gateway, relay, socket volume and secrets added.
 
@@ -158,8 +157,8 @@ def add_gateway(
             "--state-dir", "/tmp/devaipod-broker",
         ]
     )  # fmt: skip
-    # The shell reaps nothing itself: --init does. The broker replaces the shell, so
-    # `podman stop` reaches it; the local upstream dies with the container.
+    # The broker replaces the shell, so `podman stop` signals it. The local upstream runs
+    # in the background and ends with the container.
     script = f"{upstream} & exec {broker}"
     gateway = gateway_container(
         f"{session}-gateway",
@@ -212,7 +211,7 @@ def add_gateway(
 
 
 def has_gateway(plan: SessionPlan) -> bool:
-    """Whether `plan` holds a gateway (local mode)."""
+    """Return whether `plan` contains a gateway (local mode)."""
     return any(spec.role == Role.GATEWAY for spec in plan.containers)
 
 

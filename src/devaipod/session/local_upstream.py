@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-# Settings given to every git the server runs; they win over the repository's own config,
+# Settings given to every git the server runs. They override the repository's own config,
 # so a repository cannot make the server run hooks, an fsmonitor or a credential helper.
 SAFE_GIT_CONFIG = {
     "http.receivepack": "true",
@@ -83,7 +83,7 @@ def _make_handler(project_root: Path, token: str) -> type[http.server.BaseHTTPRe
         protocol_version = "HTTP/1.0"
 
         def log_message(self, format: str, *args: object) -> None:
-            # The request line holds no secret; headers are never logged.
+            # The request line contains no secret, and headers are not logged.
             log.info("local upstream: " + format, *args)
 
         def do_GET(self) -> None:
