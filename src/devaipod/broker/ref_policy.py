@@ -196,7 +196,15 @@ def decide_push(
     decisions = []
     for command in commands:
         tip = upstream_tips.get(command.ref)
-        if tip is None:
+        if not _old_oid_matches(command, tip):
+            # The upstream applies an update only while the ref is still at old_oid. Holding
+            # old_oid to the tip checked here makes that compare-and-swap cover this check,
+            # so a ref moved by someone else in between cannot be overwritten.
+            current = tip or "absent"
+            reason = _reason(f"stale old object id: {command.ref} is {current} upstream; "
+                             "fetch and push again")
+            allowed = False
+        elif tip is None:
             reason = _reason(f"creates {command.ref}")
             allowed = True
         elif tip == command.new_oid:
@@ -218,6 +226,13 @@ def decide_push(
     decision = _atomic(decisions)
     log.debug("push decision: allowed=%s (%s)", decision.allowed, decision.reason)
     return decision
+
+
+def _old_oid_matches(command: Command, tip: str | None) -> bool:
+    """Whether the command's old_oid is the upstream's current tip (zero when absent)."""
+    if tip is None:
+        return command.is_create
+    return command.old_oid == tip.lower()
 
 
 def _ref_wire(ref: str) -> bytes:

@@ -88,13 +88,14 @@ def test_non_fast_forward_rejected() -> None:
     assert decision.refs[0].reason == "devaipod: non-fast-forward (force push) not allowed"
 
 
-def test_ancestry_uses_upstream_tip_not_old_oid() -> None:
-    ancestry = Ancestry({(OLD, NEW)})
+def test_old_oid_other_than_tip_rejected() -> None:
+    ancestry = Ancestry({(OLD, NEW), (TIP, NEW)})
 
     decision = decide([Command(OLD, NEW, TARGET)], tips={TARGET: TIP}, ancestry=ancestry)
 
     assert not decision.allowed
-    assert ancestry.calls == [(TIP, NEW)]
+    assert decision.refs[0].reason.startswith("devaipod: stale old object id")
+    assert ancestry.calls == []
 
 
 def test_force_push_allowed_by_scope() -> None:
@@ -351,4 +352,5 @@ def test_property_all_or_nothing(
         assert len(commands) <= 1
     if commands and all(c.ref == TARGET and not c.is_delete for c in commands):
         fast_forward = tip is None or tip == commands[0].new_oid or ancestor or force
-        assert decision.allowed == (len(commands) == 1 and fast_forward)
+        current = commands[0].old_oid == (tip or ZERO)
+        assert decision.allowed == (len(commands) == 1 and fast_forward and current)
