@@ -175,8 +175,8 @@ def load_or_create_credential(path: Path) -> str:
 @click.option(
     "--egress-listen",
     metavar="HOST:PORT",
-    help="Also serve the egress proxy on HOST:PORT (port 0 picks a free port), with the "
-    "same session credential and audit log.",
+    help="Also serve the egress proxy on HOST:PORT (port 0 picks a free port) or on unix:PATH, "
+    "with the same session credential and audit log.",
 )
 @click.option(
     "--egress-allow",
@@ -225,9 +225,11 @@ def broker(
     forge_config = (
         with_api_urls(load_config(), forge_api_overrides) if scope.attachedContexts else None
     )
-    egress_address = (
-        parse_egress_listen(egress_listen, "--egress-listen") if egress_listen else None
-    )
+    egress_address: tuple[str, int] | Path | None = None
+    if egress_listen:
+        egress_address = parse_unix_listen_address(egress_listen) or parse_egress_listen(
+            egress_listen, "--egress-listen"
+        )
     egress_allowlist = broker_egress_allowlist(scope, egress_allow) if egress_listen else None
     token = read_forge_token(token_file)
 

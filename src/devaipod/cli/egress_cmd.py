@@ -95,17 +95,26 @@ def broker_egress_allowlist(scope: Scope, extra_allow: tuple[str, ...]) -> Allow
 async def serve_with_egress_proxy(
     main: Coroutine[Any, Any, None],
     *,
-    listen: tuple[str, int],
+    listen: tuple[str, int] | Path,
     allowlist: Allowlist,
     credential: str,
     audit: AuditLog,
     on_listening: Callable[[str], None],
 ) -> None:
-    """Start the egress proxy, report its address, run `main`, then stop the proxy."""
-    host, port = listen
+    """Start the egress proxy, report its address, run `main`, then stop the proxy.
+
+    `listen` is (HOST, PORT), or the path of a unix socket.
+    """
+    unix_socket = listen if isinstance(listen, Path) else None
+    host, port = ("", 0) if isinstance(listen, Path) else listen
     try:
         server, bound_port = await start_egress_proxy(
-            host=host, port=port, allowlist=allowlist, credential=credential, audit=audit
+            host=host,
+            port=port,
+            allowlist=allowlist,
+            credential=credential,
+            audit=audit,
+            unix_socket=unix_socket,
         )
     except OSError as error:
         main.close()
@@ -113,8 +122,11 @@ async def serve_with_egress_proxy(
             f"cannot listen on {host}:{port} for the egress proxy: {error.strerror}",
             fix="choose a free address and port for --egress-listen",
         ) from error
-    shown_host = f"[{host}]" if ":" in host else host
-    on_listening(f"{shown_host}:{bound_port}")
+    if unix_socket is not None:
+        on_listening(f"unix:{unix_socket}")
+    else:
+        shown_host = f"[{host}]" if ":" in host else host
+        on_listening(f"{shown_host}:{bound_port}")
     try:
         await main
     finally:

@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from devaipod.broker.audit import AuditLog, AuditWriteError
@@ -586,8 +587,12 @@ async def start_egress_proxy(
     audit: AuditLog,
     resolver: Resolver | None = None,
     limits: ProxyLimits | None = None,
+    unix_socket: Path | None = None,
 ) -> tuple[asyncio.Server, int]:
-    """Start the egress proxy on host:port (port 0 picks a free one); return server and port."""
+    """Start the egress proxy on host:port (port 0 picks a free one); return server and port.
+
+    With `unix_socket`, the proxy listens on that socket path instead, and the port is 0.
+    """
     proxy = EgressProxy(
         allowlist=allowlist,
         credential=credential,
@@ -595,6 +600,12 @@ async def start_egress_proxy(
         resolver=resolver,
         limits=limits,
     )
+    if unix_socket is not None:
+        server = await asyncio.start_unix_server(
+            proxy.handle_client, str(unix_socket), limit=proxy.limits.max_head_bytes
+        )
+        log.info("egress proxy listening on unix:%s", unix_socket)
+        return server, 0
     server = await asyncio.start_server(
         proxy.handle_client, host, port, limit=proxy.limits.max_head_bytes
     )
