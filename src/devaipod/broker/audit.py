@@ -6,6 +6,11 @@ SHA-256 (hex) of the previous line's bytes without its newline, "0" * 64 on the 
 line. `hash` is the SHA-256 of the line's own bytes before `,"hash":`. `hash` locates an
 edit of a single line, including the last one, and `prev` catches removed and reordered
 lines.
+
+NOTE: the chain has no key and no anchor outside the file. Someone who can write the
+file can drop lines from its end, rewrite the last line with a recomputed `hash`, or
+rewrite every line from an edit onwards, and `verify_chain` still passes. Detecting that
+needs the head hash recorded elsewhere (or a key the writer of the file does not hold).
 """
 
 from __future__ import annotations
