@@ -429,8 +429,11 @@ class _HttpFrontend:
         host = urllib.parse.unquote(raw_host).lower()
 
         presented = presented_credential(request.headers)
-        if presented is None or not hmac.compare_digest(presented.encode(),
-                                                        self._credential.encode()):
+        # A header that is not UTF-8 holds lone surrogates; it must compare unequal, not raise.
+        presented_bytes = (presented.encode("utf-8", "surrogateescape")
+                           if presented is not None else None)
+        if presented_bytes is None or not hmac.compare_digest(presented_bytes,
+                                                              self._credential.encode()):
             denied = await self._service.deny(host, request.method, raw_path, 401,
                                               "invalid or missing session credential")
             return _to_response(denied)

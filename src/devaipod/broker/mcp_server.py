@@ -320,8 +320,11 @@ class McpEndpoint:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Check the session credential, then pass the request to the SDK's ASGI app."""
         presented = presented_credential(request.headers)
-        if presented is None or not hmac.compare_digest(presented.encode(),
-                                                        self._credential.encode()):
+        # A header that is not UTF-8 holds lone surrogates; it must compare unequal, not raise.
+        presented_bytes = (presented.encode("utf-8", "surrogateescape")
+                           if presented is not None else None)
+        if presented_bytes is None or not hmac.compare_digest(presented_bytes,
+                                                              self._credential.encode()):
             reason = ("invalid session credential" if presented is not None
                       else "missing session credential")
             log.warning("rejected an MCP request from %s with a %s", request.remote, reason)

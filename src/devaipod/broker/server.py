@@ -81,7 +81,10 @@ def credential_matches(authorization: str | None, session_credential: str) -> bo
     presented = presented_credential(authorization)
     if presented is None:
         return False
-    return hmac.compare_digest(presented.encode(), session_credential.encode())
+    # surrogateescape: a header that is not UTF-8 arrives with lone surrogates, and must
+    # compare unequal rather than raise.
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
+                               session_credential.encode("utf-8"))
 
 
 def _unauthorized() -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -397,3 +398,37 @@ async def test_rest_edits_comment_from_mcp(running: BrokerUnderTest) -> None:
     kinds = [entry["kind"] for entry in read_entries(running.audit_path)
              if entry.get("operation") in ("create-comment", "edit-comment")]
     assert kinds == ["mcp", "mcp", "api", "api"]
+
+
+async def _raw_status(running: BrokerUnderTest, method: str, path: str, header: bytes) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.broker.port)
+    try:
+        writer.write(method.encode() + b" " + path.encode() + b" HTTP/1.1\r\nHost: broker\r\n"
+                     + header + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        status_line = await reader.readline()
+    finally:
+        writer.close()
+    return int(status_line.split(b" ")[1])
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Authorization: Bearer \xff\xfe", b"Authorization: token \xc3", b"PRIVATE-TOKEN: \xff"],
+)
+async def test_non_utf8_credential_rejected_401(running: BrokerUnderTest, header: bytes) -> None:
+    # A credential that is not UTF-8 reached hmac.compare_digest through str.encode(),
+    # which raised, so the broker answered 500 and wrote no audit line.
+    git_path = (f"/git/{running.forge.host}/{REPO[running.kind]}.git/info/refs"
+                "?service=git-upload-pack")
+    api_path = f"/api/{running.forge.host}{running.repo_api_path()}"
+    git_header = header if header.startswith(b"Authorization") else b"Authorization: Bearer \xff"
+
+    assert await _raw_status(running, "GET", git_path, git_header) == 401
+    assert await _raw_status(running, "GET", api_path, header) == 401
+    assert await _raw_status(running, "POST", "/mcp", header) == 401
+
+    assert running.requests_since_start() == []
+    for kind in ("git-fetch", "api", "mcp"):
+        denials = running.audit_entries(kind)
+        assert [entry["decision"] for entry in denials] == ["deny"], kind
