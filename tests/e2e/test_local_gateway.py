@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +52,27 @@ echo "== step force"
 git commit -q --amend -m "Rewritten" && git push --force origin HEAD:refs/heads/{branch}
 echo "== step delete"
 git push origin :refs/heads/{branch}
+echo "== step proxy"
+python3 -c "{proxy_probe}"
 echo "== done"
 """
+
+# Asks the egress proxy (from https_proxy) for a host that no allowlist contains, and
+# connects to 127.0.0.1:3128 directly; prints one result line each.
+PROXY_PROBE = (
+    "import os, socket, urllib.request\n"
+    "print('proxy-variable', 'set' if os.environ.get('https_proxy') else 'unset')\n"
+    "try:\n"
+    "    urllib.request.urlopen('https://denied.example.test/', timeout=10)\n"
+    "    print('denied-host reached')\n"
+    "except Exception as error:\n"
+    "    print('denied-host failed', error)\n"
+    "try:\n"
+    "    socket.create_connection(('127.0.0.1', 3128), timeout=3).close()\n"
+    "    print('proxy-port open')\n"
+    "except OSError as error:\n"
+    "    print('proxy-port closed', type(error).__name__)\n"
+)
 
 
 @pytest.fixture
@@ -126,11 +146,11 @@ def test_local_session_delivers_only_its_branch(
     repo = make_fixture_repo(tmp_path / "project")
     refs_before = list_refs(repo)
     branch = f"devaipod/{session_name.removeprefix('devaipod-')}"
-    script = AGENT_SCRIPT.format(transcript=TRANSCRIPT, branch=branch)
+    script = AGENT_SCRIPT.format(transcript=TRANSCRIPT, branch=branch, proxy_probe=PROXY_PROBE)
 
     run_devaipod(
         "up", str(repo), "--name", session_name, "--image", test_image, "--gateway",
-        "--agent", f"sh -c '{script}' scripted-test-agent", "run the script",
+        "--agent", f"sh -c {shlex.quote(script)} scripted-test-agent", "run the script",
         env=env, timeout=600,
     )  # fmt: skip
     agent = f"{session_name}-agent"
@@ -148,6 +168,11 @@ def test_local_session_delivers_only_its_branch(
     assert "non-fast-forward" in out["force"], transcript
     assert "[remote rejected]" in out["force"]
     assert "(devaipod: deleting refs is not allowed)" in out["delete"], transcript
+    # The default --network proxy: the proxy is there, and refuses an unlisted host.
+    assert "proxy-variable set" in out["proxy"], transcript
+    assert "proxy-port open" in out["proxy"], transcript
+    assert "denied-host failed" in out["proxy"], transcript
+    assert "403" in out["proxy"], transcript
 
     refs_after = list_refs(repo)
     assert refs_after["refs/heads/main"] == refs_before["refs/heads/main"]
@@ -165,6 +190,12 @@ def test_local_session_delivers_only_its_branch(
     token = token.strip()
     assert len(token) >= 32
     assert agent_reads_token(agent, token) == []
+    # The proxy URL contains the session credential, so it is not in the agent's inspect.
+    credential = podman(
+        "exec", gateway, "cat", f"/run/secrets/{session_name}-broker-credential"
+    ).stdout.strip()
+    assert len(credential) >= 32
+    assert credential not in podman("container", "inspect", agent).stdout
     # The same search finds what the agent may read, such as its git identity.
     assert any(
         path.endswith("/.git/config") for path in files_containing(agent, "scripted test agent")
@@ -193,7 +224,10 @@ def test_local_session_delivers_only_its_branch(
         for line in run_devaipod("audit", session_name, "--json", env=env).stdout.splitlines()
     ]
     denied = [entry for entry in entries if entry["decision"] == "deny"]
-    assert len(denied) == 4, denied
+    denied_pushes = [entry for entry in denied if entry["kind"] == "git-push"]
+    assert len(denied_pushes) == 4, denied
+    denied_egress = [entry for entry in denied if entry["kind"] == "egress"]
+    assert any("denied.example.test" in json.dumps(entry) for entry in denied_egress), denied
     assert any(entry["kind"] == "git-push" and entry["decision"] == "allow" for entry in entries)
     run_devaipod("audit", session_name, "--verify", env=env)
     audit_path = state_dir / "sessions" / session_name / "audit.jsonl"
@@ -232,3 +266,52 @@ def test_demo_shows_four_refusals(env: dict[str, str], tmp_path: Path) -> None:
     ):
         assert text.count(reason) >= 2, (reason, text)  # git's line and the audit line
     assert "Add a note from the demo session" in text
+
+
+def test_network_none_has_no_proxy(
+    env: dict[str, str], test_image: str, tmp_path: Path, session_name: str
+) -> None:
+    repo = make_fixture_repo(tmp_path / "project")
+    branch = f"devaipod/{session_name.removeprefix('devaipod-')}"
+    script = (
+        f"exec > {TRANSCRIPT} 2>&1\n"
+        "git -c user.name=a -c user.email=a@b.invalid commit -q --allow-empty -m empty\n"
+        "git push 2>&1\n"
+        f'python3 -c "{PROXY_PROBE}"\n'
+    )
+    run_devaipod(
+        "up", str(repo), "--name", session_name, "--image", test_image, "--gateway",
+        "--network", "none", "--agent", f"sh -c {shlex.quote(script)} scripted-test-agent", "run",
+        env=env, timeout=600,
+    )  # fmt: skip
+    wait_for_agent_exit(session_name, env, timeout=120)
+    transcript = podman("exec", f"{session_name}-agent", "cat", TRANSCRIPT).stdout
+    assert f"[new branch]      HEAD -> {branch}" in transcript
+    assert "proxy-variable unset" in transcript
+    assert "proxy-port closed ConnectionRefusedError" in transcript
+    assert f"refs/heads/{branch}" in list_refs(repo)
+
+
+def test_network_open_warns_and_drops_none(
+    env: dict[str, str], test_image: str, tmp_path: Path
+) -> None:
+    repo = make_fixture_repo(tmp_path / "project")
+    planned = run_devaipod(
+        "up", str(repo), "--image", test_image, "--network", "open", "--dry-run", "--json",
+        "--agent", "sh", "task", env=env,
+    )  # fmt: skip
+    assert "--network open" in planned.stderr
+    plan = json.loads(planned.stdout)
+    agent = next(spec for spec in plan["containers"] if spec["role"] == "agent")
+    assert "--network=none" not in json.dumps(agent)
+
+
+def test_network_proxy_needs_gateway(env: dict[str, str], test_image: str, tmp_path: Path) -> None:
+    repo = make_fixture_repo(tmp_path / "project")
+    failed = run_devaipod(
+        "up", str(repo), "--image", test_image, "--network", "proxy", "--dry-run",
+        "--agent", "sh", "task",
+        env=env, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert "--network proxy needs the gateway" in failed.stderr

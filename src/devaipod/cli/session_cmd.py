@@ -54,6 +54,14 @@ ROLES = click.Choice([role.value for role in Role])
     "file's [gateway] base_image, or python:3.11-slim).",
 )
 @click.option(
+    "--network",
+    type=click.Choice(["proxy", "none", "open"]),
+    default=None,
+    help="What the agent reaches besides the broker: proxy (the allowlisted egress proxy; "
+    "the default with --gateway, and needs it), none (nothing; the default without "
+    "--gateway) or open (the engine's default network, unfiltered).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (every engine command); create nothing."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
@@ -67,6 +75,7 @@ def up_command(
     interactive: bool | None,
     gateway: bool,
     gateway_base_image: str | None,
+    network: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -87,7 +96,13 @@ def up_command(
         interactive=interactive,
         gateway=gateway,
         gateway_base_image=gateway_base_image,
+        network=network,
     )
+    if network == "open":
+        output.warn(
+            "--network open: the agent has an ordinary, unfiltered network and can send "
+            "anything it reads anywhere"
+        )
     prepared = prepare_session(request, engine, progress=output.info)
     try:
         plan = prepared.plan

@@ -13,6 +13,7 @@ import secrets
 import shlex
 import time
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 
 from devaipod.errors import EngineError, UserError
@@ -20,6 +21,7 @@ from devaipod.runtime.engine import Engine
 from devaipod.runtime.gateway_image import ensure_gateway_image
 from devaipod.runtime.gateway_specs import (
     BROKER_DOOR,
+    EGRESS_DOOR,
     gateway_container,
     relay_container,
     secret_file,
@@ -33,6 +35,7 @@ from devaipod.runtime.plan import (
     SecretSpec,
     SessionPlan,
 )
+from devaipod.runtime.planner import SECRET_FILE_PREFIX
 from devaipod.scope.model import RepoInput, RepoOutput, RepoScope, Scope, dump_scope
 from devaipod.session.paths import session_audit_path, session_dir
 from devaipod.session.safe_git import run_git
@@ -45,6 +48,20 @@ LOCAL_UPSTREAM_LISTEN = "127.0.0.1:9419"
 CREDENTIAL_SECRET_PURPOSE = "broker-credential"
 SCOPE_FILE = "scope.yaml"
 READY_TIMEOUT_SECONDS = 60.0
+LABEL_NETWORK = "devaipod.network"
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+NO_PROXY = "127.0.0.1,localhost"
+
+
+class NetworkMode(StrEnum):
+    """What the agent reaches besides the broker: `up --network`."""
+
+    PROXY = "proxy"
+    """The egress proxy in the gateway, which allows the model APIs and the allowlist."""
+    NONE = "none"
+    """Nothing: the broker's doors only."""
+    OPEN = "open"
+    """The engine's default network, unfiltered."""
 
 
 def pod_name(session: str) -> str:
@@ -107,12 +124,16 @@ def add_gateway(
     source_dir: Path,
     clone: Path,
     base_image: str | None,
+    network: NetworkMode = NetworkMode.PROXY,
+    agent_uid: int = 1000,
+    agent_gid: int = 1000,
 ) -> tuple[SessionPlan, dict[str, bytes]]:
     """Return `plan` with the local-mode gateway, relay, socket volume and secrets added.
 
     Builds the gateway image when needed, writes the scope into the session's state
     directory and configures the agent's clone. The agent joins the pod instead of
-    `--network=none`; the pod itself is created by `create_pod`.
+    `--network=none`; the pod itself is created by `create_pod`. With `network` PROXY the
+    gateway also serves the egress proxy, and the agent's proxy variables point at it.
     """
     session = plan.session
     labels = {LABEL_SESSION: session}
@@ -155,6 +176,8 @@ def add_gateway(
             "--token-file", secret_file(token),
             "--session", session,
             "--state-dir", "/tmp/devaipod-broker",
+            *(["--egress-listen", f"unix:{EGRESS_DOOR.socket_path}"]
+              if network == NetworkMode.PROXY else []),
         ]
     )  # fmt: skip
     # The broker replaces the shell, so `podman stop` signals it. The local upstream runs
@@ -167,7 +190,8 @@ def add_gateway(
         secret=token,
         labels=labels,
         command=("-c", script),
-        network="--network=none",
+        # Only the egress proxy needs the gateway to reach other hosts.
+        network=None if network == NetworkMode.PROXY else "--network=none",
         entrypoint="/bin/sh",
     )
     gateway = replace(
@@ -186,21 +210,51 @@ def add_gateway(
         network=f"--pod={pod_name(session)}",
         volume=volume,
         labels=labels,
-        doors=(BROKER_DOOR,),
+        doors=(BROKER_DOOR, EGRESS_DOOR) if network == NetworkMode.PROXY else (BROKER_DOOR,),
     )
 
     agent = plan.container(Role.AGENT)
     agent_options = tuple(
         option for option in agent.options if option not in ("--network=none", "--net=none")
     )
-    agent = replace(agent, options=(*agent_options, f"--pod={pod_name(session)}"))
+    agent_options = (
+        *agent_options,
+        f"--pod={pod_name(session)}",
+        f"--label={LABEL_NETWORK}={network.value}",
+    )
+    proxy_secrets: list[SecretSpec] = []
+    if network == NetworkMode.PROXY:
+        proxy_url = f"http://devaipod:{credential}@127.0.0.1:{EGRESS_DOOR.port}"
+        # The proxy URL contains the session credential, so it travels as secret files
+        # that the agent's entrypoint exports, not as `--env` values shown by inspect.
+        for name in PROXY_VARIABLES:
+            spec = SecretSpec(
+                name=f"{session}-env-{name}",
+                purpose="agent-env",
+                target_env=name,
+                labels={**labels, LABEL_PURPOSE: "agent-env"},
+            )
+            proxy_secrets.append(spec)
+            values[spec.name] = proxy_url.encode()
+        agent_options = (
+            *agent_options,
+            *_secret_tmpfs(agent_options),
+            *(
+                f"--secret={spec.name},type=mount,uid={agent_uid},gid={agent_gid},mode=0400,"
+                f"target={SECRET_FILE_PREFIX}{spec.target_env}"
+                for spec in proxy_secrets
+            ),
+            f"--env=NO_PROXY={NO_PROXY}",
+            f"--env=no_proxy={NO_PROXY}",
+        )
+    agent = replace(agent, options=agent_options)
     containers = tuple(agent if spec.role == Role.AGENT else spec for spec in plan.containers)
 
     configure_agent_clone(clone, session, repo_name, credential)
     new_plan = replace(
         plan,
         volumes=(*plan.volumes, volume),
-        secrets=(*plan.secrets, token, credential_secret),
+        secrets=(*plan.secrets, token, credential_secret, *proxy_secrets),
         containers=(*containers, gateway, relay),
         notes=(
             *plan.notes,
@@ -215,13 +269,40 @@ def has_gateway(plan: SessionPlan) -> bool:
     return any(spec.role == Role.GATEWAY for spec in plan.containers)
 
 
-def create_pod(engine: Engine, session: str) -> None:
-    """Create the session's pod, whose network namespace has loopback only.
+def create_pod(engine: Engine, plan: SessionPlan) -> None:
+    """Create the session's pod: loopback only, or the engine's default network in OPEN mode.
 
     The pod carries no session label: podman copies pod labels to the infra container,
     which must not be listed (and removed one by one) as a session container.
     """
-    engine.run_engine(["pod", "create", "--network=none", f"--name={pod_name(session)}"])
+    network = [] if network_mode(plan) == NetworkMode.OPEN else ["--network=none"]
+    engine.run_engine(["pod", "create", *network, f"--name={pod_name(plan.session)}"])
+
+
+def network_mode(plan: SessionPlan) -> NetworkMode:
+    """Return the agent's network mode recorded in its `devaipod.network` label."""
+    prefix = f"{LABEL_NETWORK}="
+    for value in plan.container(Role.AGENT).option_values("--label"):
+        if value.startswith(prefix):
+            return NetworkMode(value.removeprefix(prefix))
+    return NetworkMode.NONE
+
+
+def open_agent_network(plan: SessionPlan) -> SessionPlan:
+    """Return `plan` with the agent on the engine's default network instead of none."""
+    agent = plan.container(Role.AGENT)
+    options = tuple(
+        option for option in agent.options if option not in ("--network=none", "--net=none")
+    )
+    agent = replace(agent, options=(*options, f"--label={LABEL_NETWORK}=open"))
+    containers = tuple(agent if spec.role == Role.AGENT else spec for spec in plan.containers)
+    return replace(plan, containers=containers)
+
+
+def _secret_tmpfs(options: tuple[str, ...]) -> tuple[str, ...]:
+    if any(option.startswith("--tmpfs=/run/secrets") for option in options):
+        return ()
+    return ("--tmpfs=/run/secrets:rw,nosuid,nodev,noexec,size=1m,mode=0755",)
 
 
 def remove_pod(engine: Engine, session: str) -> None:
@@ -236,7 +317,7 @@ def start_gateway(engine: Engine, plan: SessionPlan) -> None:
     gateway = plan.container(Role.GATEWAY)
     relay = plan.container(Role.RELAY)
     engine.start_container(gateway.name)
-    _wait_for_log(engine, gateway.name, "listening")
+    _wait_for_log(engine, gateway.name, f"listening on unix:{BROKER_DOOR.socket_path}")
     engine.start_container(relay.name)
     _wait_for_log(engine, relay.name, "relaying")
 
@@ -259,6 +340,29 @@ def _wait_for_log(engine: Engine, container: str, marker: str) -> None:
         f"container {container} did not get ready in {READY_TIMEOUT_SECONDS:.0f} s",
         fix=f"see `podman logs {container}`",
     )
+
+
+def resolve_network_mode(value: str | None, *, with_gateway: bool) -> NetworkMode:
+    """Return the `--network` mode: PROXY by default with the gateway, NONE without.
+
+    Raises UserError for an unknown value, and for PROXY without the gateway, which serves
+    the proxy.
+    """
+    if value is None:
+        return NetworkMode.PROXY if with_gateway else NetworkMode.NONE
+    try:
+        mode = NetworkMode(value)
+    except ValueError:
+        raise UserError(
+            f"invalid --network value {value!r}",
+            fix="use proxy, none or open",
+        ) from None
+    if mode == NetworkMode.PROXY and not with_gateway:
+        raise UserError(
+            "--network proxy needs the gateway, which serves the egress proxy",
+            fix="add --gateway, or use --network none",
+        )
+    return mode
 
 
 def require_local_source(source_dir: Path | None) -> Path:

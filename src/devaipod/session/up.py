@@ -56,6 +56,8 @@ class UpRequest:
     interactive: bool | None = None
     gateway: bool = False
     gateway_base_image: str | None = None
+    network: str | None = None
+    """`proxy`, `none` or `open`; None means proxy with the gateway and none without."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,7 @@ def _plan_session(
         for secret in plan.secrets
         if secret.target_env is not None
     }
+    network = gateway.resolve_network_mode(request.network, with_gateway=request.gateway)
     if request.gateway:
         progress("preparing the gateway (local mode)")
         plan, secret_values = gateway.add_gateway(
@@ -196,7 +199,12 @@ def _plan_session(
             source_dir=gateway.require_local_source(source_dir),
             clone=cloned.path,
             base_image=request.gateway_base_image,
+            network=network,
+            agent_uid=agent_user.uid,
+            agent_gid=agent_user.gid,
         )
+    elif network == gateway.NetworkMode.OPEN:
+        plan = gateway.open_agent_network(plan)
     return PreparedSession(
         plan=plan,
         secret_values=secret_values,
@@ -255,7 +263,7 @@ def apply_session(
             agent = plan.container(Role.AGENT)
             if gateway.has_gateway(plan):
                 progress("starting the gateway and the relay")
-                gateway.create_pod(engine, plan.session)
+                gateway.create_pod(engine, plan)
                 objects.create_container(plan.container(Role.GATEWAY))
                 objects.create_container(plan.container(Role.RELAY))
                 gateway.start_gateway(engine, plan)
