@@ -16,6 +16,18 @@ from devaipod.session.paths import session_audit_path
 
 SHORT_OID_LENGTH = 10
 
+# Characters that would act on the terminal rather than show: C0 and C1 controls, DEL,
+# and the bidirectional formatting marks that reorder text on screen.
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_TERMINAL_CONTROLS = {
+    code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
+} | {ord(char): f"\\u{ord(char):04x}" for char in _BIDI_CONTROLS}
+# In JSON output only C1 controls and bidirectional marks need escaping, because json.dumps
+# already escapes C0 controls; the escapes are valid JSON string escapes.
+_JSON_CONTROLS = {code: f"\\u{code:04x}" for code in [0x7F, *range(0x80, 0xA0)]} | {
+    ord(char): f"\\u{ord(char):04x}" for char in _BIDI_CONTROLS
+}
+
 
 def _resolve_path(name: str | None, file: Path | None) -> Path:
     if (name is None) == (file is None):
@@ -32,6 +44,15 @@ def _resolve_path(name: str | None, file: Path | None) -> Path:
         )
         raise UserError(f"audit log {path} not found", fix=hint)
     return path
+
+
+def _cell(value: object) -> Text:
+    """Return a table cell showing `value` with terminal control characters escaped.
+
+    Audit entries hold agent-chosen strings (ref names, paths), which must not move the
+    cursor, retitle the window or reorder what the reader sees.
+    """
+    return Text(str(value).translate(_TERMINAL_CONTROLS))
 
 
 def _short(oid: object) -> str:
@@ -63,13 +84,13 @@ def _table(entries: list[dict[str, object]], path: Path) -> Table:
         status = entry.get("upstream_status")
         # Text cells, because entries hold agent-chosen strings that must not act as markup.
         table.add_row(
-            Text(time),
-            Text(str(entry.get("kind", ""))),
-            Text(decision, style=style),
-            Text(str(entry.get("repository") or "")),
-            Text(_target(entry)),
-            Text(str(entry.get("reason", ""))),
-            Text("" if status is None else str(status)),
+            _cell(time),
+            _cell(entry.get("kind", "")),
+            Text(decision.translate(_TERMINAL_CONTROLS), style=style),
+            _cell(entry.get("repository") or ""),
+            _cell(_target(entry)),
+            _cell(entry.get("reason", "")),
+            _cell("" if status is None else status),
         )
     return table
 
@@ -135,7 +156,7 @@ def audit(name: str | None, file: Path | None, as_json: bool, verify: bool) -> N
 
     if as_json:
         for entry in entries:
-            output.result(json.dumps(entry, ensure_ascii=False))
+            output.result(json.dumps(entry, ensure_ascii=False).translate(_JSON_CONTROLS))
         return
     if not entries:
         output.info(f"audit log {path} is empty")

@@ -156,3 +156,38 @@ def test_audit_unreadable_entry_skipped(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 2
     assert "line 3 is not valid JSON" in result.stderr
     assert "--verify" in result.stderr
+
+
+# An OSC title change, a screen clear, an 8-bit CSI and a right-to-left override.
+HOSTILE_REF = "refs/heads/\x1b]0;owned\x07x\x1b[2J\x9b31m\u202edecoy"
+
+
+def _write_hostile_log(path: Path) -> None:
+    with AuditLog(path, "devaipod-demo") as audit:
+        audit.record(kind="git-push", decision="deny", reason="devaipod: invalid ref \x1b[2J",
+                     repository="http://127.0.0.1:9/repo.git", ref=HOSTILE_REF,
+                     old_oid="0" * 40, new_oid="a" * 40)
+
+
+def test_audit_table_escapes_control_sequences(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_hostile_log(path)
+
+    result = run_cli("audit", "--file", str(path), state_dir=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    for sequence in ("\x1b]0;owned", "\x1b[2J", "\x9b", "\x07", "\u202e"):
+        assert sequence not in result.stdout
+    assert "\\x1b" in result.stdout
+
+
+def test_audit_json_escapes_c1_controls(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write_hostile_log(path)
+
+    result = run_cli("audit", "--file", str(path), "--json", state_dir=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "\x9b" not in result.stdout
+    assert "\x1b" not in result.stdout
+    assert "\\u009b31m" in result.stdout
