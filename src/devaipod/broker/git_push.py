@@ -362,7 +362,8 @@ class PushGate:
             return False
         for ref in decision.refs:
             outcome = "allowed" if decision.allowed else "denied"
-            log.info("push to %s %s %s: %s", repo.key, ref.ref, outcome, ref.reason)
+            # %r: ref names and reasons may carry the agent's control characters.
+            log.info("push to %s %r %s: %r", repo.key, ref.ref, outcome, ref.reason)
         return True
 
     def _report_rejection(self, push: ParsedPush, decision: PushDecision) -> web.Response:
@@ -450,6 +451,6 @@ class PushGate:
                     new_oid=command.new_oid,
                     upstream_status=status,
                 )
-                log.info("push to %s %s forwarded: %s", repo.key, command.ref, outcome)
+                log.info("push to %s %r forwarded: %s", repo.key, command.ref, outcome)
         except AuditWriteError as error:
             log.error("audit log write failed after a push to %s: %s", repo.key, error)

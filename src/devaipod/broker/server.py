@@ -115,7 +115,7 @@ def _auth_middleware(
         # event worth auditing; a missing one is the normal first step.
         if authorization:
             log.warning(
-                "rejected a wrong session credential for %s %s", request.method, request.path
+                "rejected a wrong session credential for %s %r", request.method, request.path
             )
             try:
                 config.audit_log.record(

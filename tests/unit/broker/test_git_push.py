@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -240,3 +241,22 @@ async def test_probe_request_stays_local(harness: Harness) -> None:
     assert content_type == RESULT_TYPE
     assert reply == b""
     assert harness.upstream.requests == []
+
+
+async def test_ref_with_line_break_logged_escaped(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A rejected ref name is agent-chosen; written raw, its line break would forge a
+    # second broker log line and its ESC would reach the terminal of whoever reads it.
+    ref = "refs/heads/x\nINFO devaipod.broker.git_push: push allowed\x1b[2J"
+    caplog.set_level(logging.DEBUG, logger="devaipod.broker")
+
+    status, _, _ = await _post_push(harness, push_body([(ZERO_OID, NEW_OID, ref)]))
+
+    assert status == 200
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("push allowed" in message for message in messages)
+    assert not any("\n" in message or "\x1b" in message for message in messages)
+    assert harness.upstream.requests == [] or all(
+        request["method"] == "GET" for request in harness.upstream.requests
+    )
