@@ -323,7 +323,7 @@ class EgressProxy:
             return upstream_reader, upstream_writer, address
         raise _Denied(
             502,
-            f"could not connect to {request.host} port {request.port}: {last_error}",
+            f"could not connect to {request.host!r} port {request.port}: {last_error}",
             decision="allow",
         )
 
@@ -350,7 +350,7 @@ class EgressProxy:
         upstream_writer: asyncio.StreamWriter,
     ) -> None:
         log.info(
-            "egress connection %d: tunnel to %s port %d (%s) opened",
+            "egress connection %d: tunnel to %r port %d (%s) opened",
             request.connection_id,
             request.host,
             request.port,
@@ -372,7 +372,7 @@ class EgressProxy:
         finally:
             upstream_writer.close()
         log.info(
-            "egress connection %d: tunnel to %s port %d closed (%s), %d bytes out, %d in",
+            "egress connection %d: tunnel to %r port %d closed (%s), %d bytes out, %d in",
             request.connection_id,
             request.host,
             request.port,
@@ -422,7 +422,7 @@ class EgressProxy:
             upstream_writer.close()
         status = response_status[0] if response_status else None
         log.info(
-            "egress connection %d: %s to %s port %d answered %s (%s)",
+            "egress connection %d: %s to %r port %d answered %s (%s)",
             request.connection_id,
             head.method,
             request.host,
@@ -509,7 +509,8 @@ class EgressProxy:
         self, request: _Request, writer: asyncio.StreamWriter, denial: _Denied
     ) -> None:
         log.info(
-            "egress connection %d from %s: %s %s port %d answered %d: %s",
+            # %r: the host is the client's text and may carry control characters.
+            "egress connection %d from %s: %s %r port %d answered %d: %s",
             request.connection_id,
             request.peer,
             request.method,
