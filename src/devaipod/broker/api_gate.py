@@ -302,7 +302,8 @@ class ApiGateService:
     async def deny(self, host: str, method: str, path: str, status: int, reason: str, *,
                    audit_kind: str = "api") -> GateResponse:
         """Audit and return a denial decided before the policy ran (host, credential, size)."""
-        log.info("denied %s on %s before policy: %s", method, host, reason)
+        # %r: the host is percent-decoded from the agent's path and may hold control characters.
+        log.info("denied %s on %r before policy: %s", method, host, reason)
         try:
             await self._write_audit(kind=audit_kind, decision="deny", reason=reason, host=host,
                                     method=method, path=_short(path))

@@ -432,3 +432,18 @@ async def test_non_utf8_credential_rejected_401(running: BrokerUnderTest, header
     for kind in ("git-fetch", "api", "mcp"):
         denials = running.audit_entries(kind)
         assert [entry["decision"] for entry in denials] == ["deny"], kind
+
+
+async def test_encoded_escape_in_api_host_logged_escaped(
+    running: BrokerUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The host segment is percent-decoded before the gate looks it up, so %1b became ESC.
+    caplog.set_level(logging.DEBUG, logger="devaipod.broker")
+    url = f"{running.broker.url}/api/%1b%5d0;owned%07/repos/octo/hello"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, headers={"Authorization": f"Bearer {CREDENTIAL}"}) as response:
+            assert response.status == 404
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("owned" in message for message in messages)
+    assert not any("\x1b" in message or "\x07" in message for message in messages)
