@@ -20,8 +20,10 @@ from devaipod.errors import UserError
 
 # As in the reference CLI (0.88.0), a variable runs from `${` to the first `}`
 # on the same line, without nesting. Its inside is split on every `:` into a
-# name and arguments.
-VARIABLE_PATTERN = re.compile(r"\$\{(.*?)\}")
+# name and arguments. A `${` with no `}` before the line ends is consumed with the
+# rest of its line and left as written, so that a line of many unclosed `${` costs
+# linear time (the lazy `\$\{(.*?)\}` rescans the line from every `${`).
+VARIABLE_PATTERN = re.compile(r"\$\{([^}\n]*)(\})?")
 
 LOCAL_WORKSPACE_FOLDER_LABEL = "devcontainer.local_folder"
 CONFIG_FILE_LABEL = "devcontainer.config_file"
@@ -49,6 +51,8 @@ def substitute_string(text: str, resolve: Resolver) -> str:
     """Replace each `${name[:arg...]}` in `text` with what `resolve` returns for it."""
 
     def replace(match: re.Match[str]) -> str:
+        if match.group(2) is None:
+            return match.group(0)
         inside = match.group(1)
         parts = inside.split(":")
         if len(parts) > 1:
