@@ -289,7 +289,22 @@ def test_network_none_has_no_proxy(
     assert f"[new branch]      HEAD -> {branch}" in transcript
     assert "proxy-variable unset" in transcript
     assert "proxy-port closed ConnectionRefusedError" in transcript
-    assert f"refs/heads/{branch}" in list_refs(repo)
+    delivered = list_refs(repo)[f"refs/heads/{branch}"]
+
+    # After stop and start, the relay and the broker's socket work again.
+    run_devaipod("stop", session_name, env=env)
+    run_devaipod("start", session_name, env=env)
+    # The agent's script runs again on start; let it finish before pushing by hand.
+    wait_for_agent_exit(session_name, env, timeout=120)
+    pushed = podman(
+        "exec", f"{session_name}-agent", "sh", "-c",
+        "git -c user.name=a -c user.email=a@b.invalid commit -q --allow-empty -m again"
+        " && git push 2>&1",
+        check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert f"-> {branch}" in pushed.stdout, pushed.stdout
+    assert list_refs(repo)[f"refs/heads/{branch}"] != delivered
 
 
 def test_network_open_warns_and_drops_none(

@@ -313,31 +313,55 @@ def remove_pod(engine: Engine, session: str) -> None:
 
 
 def start_gateway(engine: Engine, plan: SessionPlan) -> None:
-    """Start the gateway and the relay, and wait until both listen."""
+    """Start the gateway and the relay, and wait until both serve."""
     gateway = plan.container(Role.GATEWAY)
     relay = plan.container(Role.RELAY)
     engine.start_container(gateway.name)
-    _wait_for_log(engine, gateway.name, f"listening on unix:{BROKER_DOOR.socket_path}")
+    wait_until_serving(engine, gateway.name, Role.GATEWAY)
     engine.start_container(relay.name)
-    _wait_for_log(engine, relay.name, "relaying")
+    wait_until_serving(engine, relay.name, Role.RELAY)
 
 
-def _wait_for_log(engine: Engine, container: str, marker: str) -> None:
+# Connects to the broker's socket (in the gateway) or port (in the relay, through to the
+# broker); exits 0 once the connection is accepted.
+_PROBE = (
+    "import socket, sys\n"
+    "if sys.argv[1] == 'unix':\n"
+    "    s = socket.socket(socket.AF_UNIX)\n"
+    "    s.connect(sys.argv[2])\n"
+    "else:\n"
+    "    s = socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=2)\n"
+    "s.close()\n"
+)
+
+
+def wait_until_serving(engine: Engine, container: str, role: Role) -> None:
+    """Wait until the broker accepts connections through `container` (gateway or relay).
+
+    Raises EngineError when the container exits or READY_TIMEOUT_SECONDS pass.
+    """
+    if role == Role.GATEWAY:
+        target = ["unix", BROKER_DOOR.socket_path]
+    else:
+        target = ["tcp", str(BROKER_DOOR.port)]
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        logs = engine.run_engine(["logs", container], check=False)
-        if marker in logs.stdout or marker in logs.stderr:
+        probe = engine.run_engine(
+            ["exec", container, "python3", "-c", _PROBE, *target], check=False
+        )
+        if probe.returncode == 0:
             return
         info = engine.inspect_container(container)
         state = info.get("State") if info else None
         if isinstance(state, dict) and state.get("Status") == "exited":
+            logs = engine.run_engine(["logs", "--tail=20", container], check=False)
             raise EngineError(
                 f"container {container} exited while starting: {logs.stderr.strip()[-500:]}",
                 fix=f"see `podman logs {container}`",
             )
         time.sleep(0.2)
     raise EngineError(
-        f"container {container} did not get ready in {READY_TIMEOUT_SECONDS:.0f} s",
+        f"container {container} did not serve the broker in {READY_TIMEOUT_SECONDS:.0f} s",
         fix=f"see `podman logs {container}`",
     )
 

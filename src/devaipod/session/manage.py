@@ -188,6 +188,9 @@ def start_session(engine: Engine, name: str) -> SessionRecord:
         for container in containers:
             if container.labels.get(LABEL_ROLE) == role.value and not container.running:
                 engine.start_container(container.name)
+                if role in (Role.GATEWAY, Role.RELAY):
+                    # The agent may push at once, so the broker must serve before it starts.
+                    gateway.wait_until_serving(engine, container.name, role)
     return move_state(_record_for(session, containers), SessionState.RUNNING)
 
 
