@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # A plain `side-band` packet carries at most 1000 bytes, a `side-band-64k` packet 65520.
 _SIDEBAND_PACKET_LENGTH = 1000
+# Ceiling on one receive-pack request body, so that a push cannot fill the broker's disk.
+# NOTE: an estimate matching the 2 GiB push limit that GitHub documents; it is not yet a
+# broker option.
+MAX_PUSH_BYTES = 2 * 1024**3
 # Refspecs the mirror fetches before an ancestry check. The pushed pack may be thin
 # against any advertised tip (including `.have` lines), so the mirror needs them all.
 _MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
@@ -83,6 +87,10 @@ class ParsedPush:
         return None
 
 
+class PushTooLargeError(Exception):
+    """The receive-pack request body is larger than the broker accepts."""
+
+
 def deny_all(commands: list[Command], reason: str) -> PushDecision:
     """Return a decision that rejects every command with `reason`."""
     refs = [
@@ -92,12 +100,15 @@ def deny_all(commands: list[Command], reason: str) -> PushDecision:
     return PushDecision(allowed=False, refs=refs)
 
 
-async def spool_and_parse(request: web.Request, spool: Path, output: RepoOutput) -> ParsedPush:
+async def spool_and_parse(
+    request: web.Request, spool: Path, output: RepoOutput, *, max_bytes: int = MAX_PUSH_BYTES
+) -> ParsedPush:
     """Write the request body to `spool` while the receive-pack parser reads its head.
 
     Once the head is parsed, the ref names are checked. When that already rejects the
     push, the rest of the body is read and dropped, so a refused pack never touches disk.
-    Raises ProtocolError when the body is not a valid receive-pack request.
+    Raises ProtocolError when the body is not a valid receive-pack request, and
+    PushTooLargeError as soon as it exceeds `max_bytes`.
     """
     parser = ReceivePackParser()
     push = ParsedPush()
@@ -105,6 +116,8 @@ async def spool_and_parse(request: web.Request, spool: Path, output: RepoOutput)
     with spool.open("wb") as sink:
         async for chunk in request.content.iter_chunked(CHUNK_BYTES):
             push.body_bytes += len(chunk)
+            if push.body_bytes > max_bytes:
+                raise PushTooLargeError(f"the push is larger than {max_bytes} bytes")
             parser.feed(chunk)
             if push.early_decision is None:
                 sink.write(chunk)
@@ -261,8 +274,7 @@ class PushGate:
             self._record(repo, "deny", f"unsupported Content-Encoding {encoding}")
             return web.Response(status=415, text="compressed push requests are not supported\n")
 
-        # NOTE: the spooled push has no size limit of its own. A full disk fails the write,
-        # and the push is rejected with HTTP 500.
+        # A full disk fails the spool write, and the push is rejected with HTTP 500.
         self._spool_dir.mkdir(parents=True, exist_ok=True)
         lock = self._locks.setdefault(repo.key, asyncio.Lock())
         async with lock:
@@ -270,12 +282,16 @@ class PushGate:
                 work = Path(work_dir)
                 spool = work / "request"
                 try:
-                    push = await spool_and_parse(request, spool, output)
+                    push = await spool_and_parse(request, spool, output, max_bytes=MAX_PUSH_BYTES)
                 except ProtocolError as error:
                     reason = f"invalid receive-pack request: {error}"
                     log.warning("rejected a push to %s: %s", repo.key, reason)
                     self._record(repo, "deny", reason)
                     return web.Response(status=400, text=reason + "\n")
+                except PushTooLargeError as error:
+                    log.warning("rejected a push to %s: %s", repo.key, error)
+                    self._record(repo, "deny", str(error))
+                    return web.Response(status=413, text=f"{error}\n")
                 except OSError as error:
                     log.error("spooling a push to %s in %s failed: %s", repo.key, work, error)
                     self._record(repo, "deny", "the broker could not store the push")

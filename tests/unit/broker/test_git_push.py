@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from devaipod.broker.audit import read_entries
-from devaipod.broker.git_push import spool_and_parse
+from devaipod.broker.git_push import PushTooLargeError, spool_and_parse
 from devaipod.broker.pktline import FLUSH, Data, PktLineReader, encode_pkt_line
 from devaipod.scope.model import RepoOutput
 from support.broker_harness import (
@@ -260,3 +260,32 @@ async def test_ref_with_line_break_logged_escaped(
     assert harness.upstream.requests == [] or all(
         request["method"] == "GET" for request in harness.upstream.requests
     )
+
+
+async def test_spool_stops_at_size_limit(tmp_path: Path) -> None:
+    # Without a ceiling an allowed ref name let the agent spool any amount to the broker's
+    # disk before the push was decided.
+    pack = EMPTY_PACK + b"z" * 50_000
+    body = push_body([(ZERO_OID, NEW_OID, TARGET_REF)], pack=pack)
+    spool = tmp_path / "spool"
+    output = RepoOutput(targetBranch="devaipod/unit")
+
+    with pytest.raises(PushTooLargeError):
+        await spool_and_parse(_ChunkedBody(list(_split(body, 4096))), spool, output,  # type: ignore[arg-type]
+                              max_bytes=10_000)
+
+    assert spool.stat().st_size <= 10_000
+
+
+async def test_oversized_push_rejected_413(harness: Harness,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("devaipod.broker.git_push.MAX_PUSH_BYTES", 10_000)
+    body = push_body([(ZERO_OID, NEW_OID, TARGET_REF)], pack=EMPTY_PACK + b"z" * 50_000)
+
+    status, _, reply = await _post_push(harness, body)
+
+    assert status == 413
+    assert b"larger than 10000 bytes" in reply
+    assert not any(request["method"] == "POST" for request in harness.upstream.requests)
+    denials = [entry for entry in read_entries(harness.audit_path) if entry["decision"] == "deny"]
+    assert "larger than" in str(denials[-1]["reason"])
