@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from devaipod.broker.upstreams import RepoMap, broker_git_path
+from devaipod.errors import UserError
+from devaipod.runtime.plan import AgentSummary, CodeSource, ContainerSpec, Role, SessionPlan
 from devaipod.scope.model import dump_scope, parse_scope
 from devaipod.session import gateway
 from support.git_server import isolated_git_env, run_git
@@ -57,3 +60,53 @@ def test_configure_clone_sets_origin_and_header(tmp_path: Path) -> None:
     header = config("http.http://127.0.0.1:8417/.extraheader")
     assert header == "Authorization: Bearer CREDENTIAL-VALUE"
     assert "CREDENTIAL-VALUE" not in config("remote.origin.url")
+
+
+def test_network_mode_defaults_by_gateway() -> None:
+    assert gateway.resolve_network_mode(None, with_gateway=True) == gateway.NetworkMode.PROXY
+    assert gateway.resolve_network_mode(None, with_gateway=False) == gateway.NetworkMode.NONE
+
+
+def test_network_proxy_without_gateway_rejected() -> None:
+    with pytest.raises(UserError, match="needs the gateway"):
+        gateway.resolve_network_mode("proxy", with_gateway=False)
+
+
+def test_network_mode_unknown_value_rejected() -> None:
+    with pytest.raises(UserError, match="invalid --network value 'wide'"):
+        gateway.resolve_network_mode("wide", with_gateway=True)
+
+
+def test_open_network_drops_none_option() -> None:
+    agent = ContainerSpec(
+        name="s-agent", role=Role.AGENT, image="img", options=("--network=none", "--read-only")
+    )
+    plan = SessionPlan(
+        session="devaipod-s",
+        labels={},
+        source=CodeSource(kind="local", location="/src"),
+        workspace_folder="/workspaces/s",
+        remote_user=None,
+        builds=(),
+        networks=(),
+        volumes=(),
+        secrets=(),
+        containers=(agent,),
+        lifecycle=(),
+        remote_env={},
+        agent=AgentSummary(
+            name="sh",
+            command=("sh",),
+            interactive=False,
+            user="dev",
+            home="/home/dev",
+            uses_tmux=False,
+        ),
+        notes=(),
+    )
+    opened = gateway.open_agent_network(plan)
+    options = opened.container(Role.AGENT).options
+    assert "--network=none" not in options
+    assert "--read-only" in options
+    assert gateway.network_mode(opened) == gateway.NetworkMode.OPEN
+    assert gateway.network_mode(plan) == gateway.NetworkMode.NONE
