@@ -54,7 +54,7 @@ NO_PROXY = "127.0.0.1,localhost"
 
 
 class NetworkMode(StrEnum):
-    """What the agent reaches besides the broker: `up --network`."""
+    """The agent's network besides the broker, chosen by `up --network`."""
 
     PROXY = "proxy"
     """The egress proxy in the gateway, which allows the model APIs and the allowlist."""
@@ -356,7 +356,8 @@ def wait_until_serving(engine: Engine, container: str, role: Role) -> None:
         if isinstance(state, dict) and state.get("Status") == "exited":
             logs = engine.run_engine(["logs", "--tail=20", container], check=False)
             raise EngineError(
-                f"container {container} exited while starting: {logs.stderr.strip()[-500:]}",
+                f"container {container} exited while starting: "
+                f"{(logs.stdout + logs.stderr).strip()[-500:]}",
                 fix=f"see `podman logs {container}`",
             )
         time.sleep(0.2)
