@@ -229,7 +229,7 @@ def decide_push(
 
 
 def _old_oid_matches(command: Command, tip: str | None) -> bool:
-    """Whether the command's old_oid is the upstream's current tip (zero when absent)."""
+    """Return whether the command's old_oid is the upstream's current tip (zero when absent)."""
     if tip is None:
         return command.is_create
     return command.old_oid == tip.lower()

@@ -22,8 +22,8 @@ _BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u
 _TERMINAL_CONTROLS = {
     code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
 } | {ord(char): f"\\u{ord(char):04x}" for char in _BIDI_CONTROLS}
-# In JSON output only C1 controls and bidirectional marks need escaping, because json.dumps
-# already escapes C0 controls; the escapes are valid JSON string escapes.
+# JSON output needs only DEL, C1 controls and bidirectional marks escaped, because
+# json.dumps already escapes C0 controls. The replacements are valid JSON string escapes.
 _JSON_CONTROLS = {code: f"\\u{code:04x}" for code in [0x7F, *range(0x80, 0xA0)]} | {
     ord(char): f"\\u{ord(char):04x}" for char in _BIDI_CONTROLS
 }

@@ -21,8 +21,8 @@ from devaipod.errors import UserError
 # As in the reference CLI (0.88.0), a variable runs from `${` to the first `}`
 # on the same line, without nesting. Its inside is split on every `:` into a
 # name and arguments. A `${` with no `}` before the line ends is consumed with the
-# rest of its line and left as written, so that a line of many unclosed `${` costs
-# linear time (the lazy `\$\{(.*?)\}` rescans the line from every `${`).
+# rest of its line and left as written. This keeps a line of many unclosed `${`
+# linear, where the lazy `\$\{(.*?)\}` rescanned the line from every `${`.
 VARIABLE_PATTERN = re.compile(r"\$\{([^}\n]*)(\})?")
 
 LOCAL_WORKSPACE_FOLDER_LABEL = "devcontainer.local_folder"
