@@ -135,6 +135,8 @@ def add_gateway(
     `--network=none`; the pod itself is created by `create_pod`. With `network` PROXY the
     gateway also serves the egress proxy, and the agent's proxy variables point at it.
     """
+    # NOTE: this runs for `up --dry-run` too, which therefore builds the gateway image and
+    # leaves the scope file in the session's state directory.
     session = plan.session
     labels = {LABEL_SESSION: session}
     image = ensure_gateway_image(base_image).name
