@@ -126,7 +126,8 @@ def test_failing_post_create_leaves_nothing(
     assert "echo preparing" in failed.stderr
     assert "npm ERR! missing script" in failed.stderr
     assert labelled_objects(session_name) == NO_OBJECTS
-    assert run_devaipod("list", "--json", env=env).stdout.strip() == "[]"
+    listed = json.loads(run_devaipod("list", "--json", env=env).stdout)
+    assert session_name not in [entry["session"] for entry in listed]
 
 
 def test_midway_failure_rolls_back_only_own(

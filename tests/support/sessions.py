@@ -87,9 +87,14 @@ def labelled_objects(session: str) -> dict[str, list[str]]:
     secret_names = podman("secret", "ls", "--noheading", "--format={{.Name}}").stdout.split()
     secrets: list[str] = []
     if secret_names:
-        for row in json.loads(podman("secret", "inspect", *secret_names).stdout):
-            if (row["Spec"].get("Labels") or {}).get(SESSION_LABEL) == session:
-                secrets.append(row["Spec"]["Name"])
+        # Inspect one by one: other test suites may remove their secrets meanwhile.
+        for name in secret_names:
+            inspected = podman("secret", "inspect", name, check=False)
+            if inspected.returncode != 0:
+                continue
+            for row in json.loads(inspected.stdout):
+                if (row["Spec"].get("Labels") or {}).get(SESSION_LABEL) == session:
+                    secrets.append(row["Spec"]["Name"])
     return {
         "containers": [row["Names"][0] for row in containers],
         "volumes": [row["Name"] for row in volumes],

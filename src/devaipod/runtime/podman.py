@@ -199,8 +199,19 @@ class PodmanEngine:
         ).stdout.split()
         if not names:
             return []
+        # Another program may remove a secret between the listing and the inspection;
+        # podman then fails the whole call, so fall back to one inspection per name.
+        result = self.run_engine(["secret", "inspect", *names], check=False)
+        if result.returncode == 0:
+            rows = json.loads(result.stdout or "[]")
+        else:
+            rows = []
+            for name in names:
+                single = self.run_engine(["secret", "inspect", name], check=False)
+                if single.returncode == 0:
+                    rows.extend(json.loads(single.stdout or "[]"))
         found: list[str] = []
-        for row in self._json(["secret", "inspect", *names]):
+        for row in rows:
             spec = row.get("Spec", {})
             if (spec.get("Labels") or {}).get(LABEL_SESSION) == session:
                 found.append(spec["Name"])

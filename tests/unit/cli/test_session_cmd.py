@@ -19,7 +19,7 @@ PASSWD = "root:x:0:0:root:/root:/bin/sh\ndev:x:1000:1000::/home/dev:/bin/sh\n"
 
 
 class ScriptedEngine:
-    """Answers `image inspect` and the image probe; records every call."""
+    """Return canned output for `image inspect` and the image probe, and record every call."""
 
     program = "podman"
 
