@@ -38,6 +38,7 @@ from devaipod.runtime.plan import (
 from devaipod.runtime.planner import SECRET_FILE_PREFIX
 from devaipod.scope.model import RepoInput, RepoOutput, RepoScope, Scope, dump_scope
 from devaipod.session.paths import session_audit_path, session_dir
+from devaipod.session.probe import probe_image
 from devaipod.session.safe_git import run_git
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def add_gateway(
     network: NetworkMode = NetworkMode.PROXY,
     agent_uid: int = 1000,
     agent_gid: int = 1000,
+    engine: Engine | None = None,
 ) -> tuple[SessionPlan, dict[str, bytes]]:
     """Return `plan` with the local-mode gateway, relay, socket volume and secrets added.
 
@@ -139,7 +141,15 @@ def add_gateway(
     # leaves the scope file in the session's state directory.
     session = plan.session
     labels = {LABEL_SESSION: session}
-    image = ensure_gateway_image(base_image).name
+    built = ensure_gateway_image(base_image)
+    image = built.name
+    if engine is not None and probe_image(engine, image, ["git"]).programs.get("git") is None:
+        raise UserError(
+            f"the gateway image {image} has no git, which the broker and the local upstream "
+            f"run (base image {built.base_image})",
+            fix="set --gateway-base-image, DEVAIPOD_GATEWAY_BASE_IMAGE or [gateway] base_image "
+            "to an image with python3 >= 3.11 and git",
+        )
     repo_name = upstream_repo_name(source_dir)
     top = Path(run_git(["rev-parse", "--show-toplevel"], cwd=source_dir).stdout.strip())
 

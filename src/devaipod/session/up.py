@@ -202,6 +202,7 @@ def _plan_session(
             network=network,
             agent_uid=agent_user.uid,
             agent_gid=agent_user.gid,
+            engine=engine,
         )
     elif network == gateway.NetworkMode.OPEN:
         plan = gateway.open_agent_network(plan)
