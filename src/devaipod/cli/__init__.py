@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -22,7 +23,51 @@ class AppContext:
         self.quiet = quiet
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Command name -> (module, attribute). Modules are imported only when their
+# command runs, so `devaipod config show` does not pay for importing aiohttp
+# and the mcp SDK, which take seconds on a cold start.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("devaipod.cli.session_cmd", "up_command"),
+    "list": ("devaipod.cli.session_cmd", "list_command"),
+    "status": ("devaipod.cli.session_cmd", "status_command"),
+    "logs": ("devaipod.cli.session_cmd", "logs_command"),
+    "attach": ("devaipod.cli.session_cmd", "attach_command"),
+    "exec": ("devaipod.cli.session_cmd", "exec_command"),
+    "stop": ("devaipod.cli.session_cmd", "stop_command"),
+    "start": ("devaipod.cli.session_cmd", "start_command"),
+    "delete": ("devaipod.cli.session_cmd", "delete_command"),
+    "completions": ("devaipod.cli.session_cmd", "completions_command"),
+    "config": ("devaipod.cli.config_cmd", "config_group"),
+    "scope": ("devaipod.cli.scope_cmd", "scope_group"),
+    "audit": ("devaipod.cli.audit_cmd", "audit"),
+    "broker": ("devaipod.cli.broker_cmd", "broker"),
+    "egress-proxy": ("devaipod.cli.egress_cmd", "egress_proxy"),
+    "relay": ("devaipod.cli.relay_cmd", "relay"),
+    "gateway-image": ("devaipod.cli.gateway_cmd", "gateway_image"),
+    "serve-local-upstream": ("devaipod.cli.local_upstream_cmd", "serve_local_upstream"),
+    "doctor": ("devaipod.cli.doctor_cmd", "doctor_command"),
+    "demo": ("devaipod.cli.demo_cmd", "demo"),
+}
+
+
+class LazyGroup(click.Group):
+    """A command group that imports each command's module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module_name}.{attribute} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="devaipod")
 @click.option("-v", "--verbose", count=True, help="Show diagnostics on stderr (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Show only results and errors.")
@@ -41,45 +86,6 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = AppContext(verbosity=verbose, quiet=quiet)
 
 
-def _register_commands() -> None:
-    # One module per command group; each exposes click commands to add here.
-    # Each helper module adds its commands with cli.add_command(...).
-    from devaipod.cli.audit_cmd import audit
-
-    cli.add_command(audit)
-    from devaipod.cli.egress_cmd import egress_proxy
-
-    cli.add_command(egress_proxy)
-    from devaipod.cli.broker_cmd import broker
-    from devaipod.cli.scope_cmd import scope_group
-
-    cli.add_command(scope_group)
-    cli.add_command(broker)
-    from devaipod.cli.session_cmd import SESSION_COMMANDS
-
-    for command in SESSION_COMMANDS:
-        cli.add_command(command)
-    from devaipod.cli.doctor_cmd import doctor_command
-
-    cli.add_command(doctor_command)
-    from devaipod.cli.config_cmd import config_group
-
-    cli.add_command(config_group)
-    from devaipod.cli.relay_cmd import relay
-
-    cli.add_command(relay)
-    from devaipod.cli.gateway_cmd import gateway_image
-
-    cli.add_command(gateway_image)
-    from devaipod.cli.local_upstream_cmd import serve_local_upstream
-
-    cli.add_command(serve_local_upstream)
-    from devaipod.cli.demo_cmd import demo
-
-    cli.add_command(demo)
-
-
-_register_commands()
 
 
 def main() -> None:
