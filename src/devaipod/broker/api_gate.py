@@ -8,8 +8,6 @@ token is scrubbed from every response body and header passed back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import json
 import logging
@@ -35,6 +33,7 @@ from devaipod.broker.api_policy import (
     decide,
 )
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.credentials import authorization_credential
 from devaipod.config import UserConfig
 from devaipod.errors import UserError
 from devaipod.forge.clients import auth_headers, client_for
@@ -174,18 +173,7 @@ def presented_credential(headers: Mapping[str, str]) -> str | None:
     private_token = headers.get("PRIVATE-TOKEN")
     if private_token:
         return private_token.strip()
-    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
-    value = value.strip()
-    if scheme.lower() in ("bearer", "token"):
-        return value or None
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            return None
-        _, separator, password = decoded.partition(":")
-        return password if separator else None
-    return None
+    return authorization_credential(headers.get("Authorization"), accept_token_scheme=True)
 
 
 def create_api_app(

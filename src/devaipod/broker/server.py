@@ -7,8 +7,6 @@ all start the broker through `start_broker`, so they run the same code.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import logging
 import signal
@@ -19,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from devaipod.broker.audit import AuditLog, AuditWriteError
+from devaipod.broker.credentials import authorization_credential
 from devaipod.broker.forge_endpoints import (
     SELF_AUTHENTICATING_PREFIXES,
     ForgeEndpoints,
@@ -60,20 +59,7 @@ class BrokerConfig:
 
 def presented_credential(authorization: str | None) -> str | None:
     """Return the secret in an `Authorization` header: a Basic password or a Bearer token."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer":
-        return value or None
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            return None
-        _, separator, password = decoded.partition(":")
-        return password if separator else None
-    return None
+    return authorization_credential(authorization)
 
 
 def credential_matches(authorization: str | None, session_credential: str) -> bool:
