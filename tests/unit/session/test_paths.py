@@ -7,18 +7,20 @@ from pathlib import Path
 import pytest
 
 from devaipod.errors import UserError
-from devaipod.session.paths import _full_session_name, session_audit_path
+from devaipod.session.paths import session_audit_path, session_dir
 
 
-def test_full_session_name_adds_prefix() -> None:
-    assert _full_session_name("demo") == "devaipod-demo"
-    assert _full_session_name("devaipod-demo") == "devaipod-demo"
+def test_session_dir_adds_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVAIPOD_STATE_DIR", str(tmp_path))
+
+    assert session_dir("demo") == tmp_path / "sessions" / "devaipod-demo"
+    assert session_dir("devaipod-demo") == tmp_path / "sessions" / "devaipod-demo"
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "..", "devaipod-"])
-def test_full_session_name_rejects_invalid(name: str) -> None:
+def test_session_dir_rejects_invalid(name: str) -> None:
     with pytest.raises(UserError):
-        _full_session_name(name)
+        session_dir(name)
 
 
 def test_audit_path_under_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
