@@ -36,19 +36,32 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def agent_environment(
-    host_env: Mapping[str, str], allowed_names: Iterable[str] = ()
+    host_env: Mapping[str, str],
+    allowed_names: Iterable[str] = (),
+    *,
+    fixed: Mapping[str, str] | None = None,
+    withheld: Iterable[str] = (),
 ) -> dict[str, str]:
-    """Return the variables the agent receives, from `DEVAIPOD_AGENT_*` and `allowed_names`.
+    """Return the variables the agent receives.
 
-    Raises UserError when a forge token name is requested, so the mistake is visible
-    instead of silently dropped.
+    The sources are `fixed` (the config file's `[env.vars]` and agent settings), the host
+    variables named in `allowed_names`, and `DEVAIPOD_AGENT_*`; later sources win. Raises
+    UserError when a forge token would reach the agent, by name or by value, or a name in
+    `withheld` (the devcontainer's secrets) is requested: the mistake is visible instead of
+    silently dropped, and the message names the variable, never its value.
     """
     selected: dict[str, str] = {}
+    sources: dict[str, str] = {}
+
+    for name, value in (fixed or {}).items():
+        selected[name] = value
+        sources[name] = f"[env.vars] {name}"
 
     for name in allowed_names:
         _check_name(name, source=f"allowed variable {name}")
         if name in host_env:
             selected[name] = host_env[name]
+            sources[name] = f"allowed variable {name}"
         else:
             log.info("allowed agent variable %s is not set on the host", name)
 
@@ -56,9 +69,28 @@ def agent_environment(
         if not host_name.startswith(AGENT_ENV_PREFIX) or host_name == AGENT_ENV_PREFIX:
             continue
         name = host_name[len(AGENT_ENV_PREFIX) :]
-        _check_name(name, source=host_name)
         selected[name] = value
+        sources[name] = host_name
 
+    withheld_names = set(withheld)
+    token_values = {
+        host_env[name]: name for name in sorted(FORGE_TOKEN_NAMES) if host_env.get(name)
+    }
+    for name, value in selected.items():
+        source = sources[name]
+        _check_name(name, source=source)
+        if name in withheld_names:
+            raise UserError(
+                f"{source} would hand the devcontainer secret {name} to the agent",
+                fix="secrets declared in devcontainer.json reach the workspace only; "
+                "remove it from the agent's allowlist",
+            )
+        if value in token_values:
+            raise UserError(
+                f"{source} has the value of the forge token {token_values[value]}, which "
+                "would reach the agent",
+                fix="forge tokens stay with the broker; pass the agent another value",
+            )
     return selected
 
 

@@ -42,3 +42,40 @@ def test_error_never_shows_value() -> None:
         agent_environment({"DEVAIPOD_AGENT_GH_TOKEN": "ghp_verysecret"})
 
     assert "ghp_verysecret" not in caught.value.render()
+
+
+def test_config_vars_join_and_lose_to_host() -> None:
+    env = {"DEVAIPOD_AGENT_MODEL": "from-host"}
+
+    result = agent_environment(env, fixed={"MODEL": "from-config", "REGION": "eu"})
+
+    assert result == {"MODEL": "from-host", "REGION": "eu"}
+
+
+def test_forge_token_in_config_vars_rejected() -> None:
+    with pytest.raises(UserError, match=r"\[env.vars\] GITHUB_TOKEN .*forge token"):
+        agent_environment({}, fixed={"GITHUB_TOKEN": "ghp_x"})
+
+
+def test_forge_token_value_under_other_name_rejected() -> None:
+    env = {"GH_TOKEN": "ghp_samevalue", "DEVAIPOD_AGENT_HARMLESS": "ghp_samevalue"}
+
+    expected = "DEVAIPOD_AGENT_HARMLESS has the value of .*GH_TOKEN"
+    with pytest.raises(UserError, match=expected) as caught:
+        agent_environment(env)
+
+    assert "ghp_samevalue" not in caught.value.render()
+
+
+def test_broker_token_value_rejected() -> None:
+    env = {"DEVAIPOD_FORGE_TOKEN": "tok-1", "API_KEY": "tok-1"}
+
+    with pytest.raises(UserError, match="DEVAIPOD_FORGE_TOKEN"):
+        agent_environment(env, ["API_KEY"])
+
+
+def test_devcontainer_secret_allowlisted_rejected() -> None:
+    env = {"DB_PASSWORD": "pw"}
+
+    with pytest.raises(UserError, match="devcontainer secret DB_PASSWORD"):
+        agent_environment(env, ["DB_PASSWORD"], withheld=["DB_PASSWORD"])
