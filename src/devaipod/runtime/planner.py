@@ -55,6 +55,17 @@ LOAD_SECRETS = (
     "done; "
 )
 
+# Marks a workspace container that has devcontainer secrets, which its lifecycle commands
+# and `exec` load from /run/secrets the way the agent loads its variables.
+LABEL_WORKSPACE_SECRETS = "devaipod.workspace-secrets"
+WORKSPACE_SECRET_PURPOSE = "workspace-secret"
+
+
+def with_secrets(argv: list[str]) -> list[str]:
+    """Return `argv` run by a shell that first exports the container's secret files."""
+    return ["/bin/sh", "-c", LOAD_SECRETS + 'exec "$@"', "devaipod-secrets", *argv]
+
+
 AGENT_TMUX_ENTRY = (
     LOAD_SECRETS + "set -e; "
     f"tmux -f /dev/null new-session -d -s {TMUX_SESSION} -x 200 -y 50 'exec sleep 2147483647'; "
@@ -87,6 +98,16 @@ class WorkspaceConfig:
     override_command: bool = True
     lifecycle: tuple[LifecycleStep, ...] = ()
     config_path: str | None = None
+    secrets: tuple[str, ...] = ()
+    """The names devcontainer.json declares under `secrets`."""
+
+
+@dataclass(frozen=True)
+class WorkspaceSecret:
+    """A devcontainer secret: the engine's own secret NAME, or a session copy of a host value."""
+
+    name: str
+    from_store: bool
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,7 @@ class PlanInputs:
     agent_image: str | None = None
     agent_env_names: tuple[str, ...] = ()
     limits: AgentLimits = AgentLimits()
+    workspace_secrets: tuple[WorkspaceSecret, ...] = ()
 
 
 def session_labels(session: str) -> dict[str, str]:
@@ -141,6 +163,15 @@ def build_session_plan(inputs: PlanInputs) -> SessionPlan:
         )
         for name in sorted(inputs.agent_env_names)
     )
+    workspace_secrets = tuple(
+        SecretSpec(
+            name=workspace_secret_name(session, secret.name),
+            purpose=WORKSPACE_SECRET_PURPOSE,
+            labels={**labels, LABEL_PURPOSE: WORKSPACE_SECRET_PURPOSE},
+        )
+        for secret in inputs.workspace_secrets
+        if not secret.from_store
+    )
 
     shared_labels = {
         **labels,
@@ -171,7 +202,7 @@ def build_session_plan(inputs: PlanInputs) -> SessionPlan:
         builds=builds,
         networks=(),
         volumes=(code_volume, home_volume),
-        secrets=secrets,
+        secrets=(*secrets, *workspace_secrets),
         containers=(workspace, agent),
         lifecycle=inputs.workspace.lifecycle,
         remote_env=dict(inputs.workspace.remote_env),
@@ -186,6 +217,11 @@ def build_session_plan(inputs: PlanInputs) -> SessionPlan:
         ),
         notes=tuple(notes),
     )
+
+
+def workspace_secret_name(session: str, name: str) -> str:
+    """Return the session's engine secret holding the host value of devcontainer secret `name`."""
+    return f"{session}-secret-{name}"
 
 
 def _remote_user(workspace: WorkspaceConfig) -> str | None:
@@ -218,6 +254,17 @@ def _workspace_container(
             )
         )
     options.extend(f"--mount={mount}" for mount in config.mounts)
+    for secret in inputs.workspace_secrets:
+        # A file, never `type=env`: podman 4.3 shows env secret values in `podman inspect`.
+        # Readable by every user of the workspace; the agent's container never mounts it.
+        source = secret.name
+        if not secret.from_store:
+            source = workspace_secret_name(inputs.session, secret.name)
+        options.append(
+            f"--secret={source},type=mount,mode=0444,target={SECRET_FILE_PREFIX}{secret.name}"
+        )
+    if inputs.workspace_secrets:
+        options.append(f"--label={LABEL_WORKSPACE_SECRETS}=1")
     if config.container_user:
         options.append(f"--user={config.container_user}")
     if config.init:

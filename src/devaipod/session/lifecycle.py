@@ -18,6 +18,7 @@ from pathlib import Path
 from devaipod.errors import DevaipodError
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.plan import LifecycleStep
+from devaipod.runtime.planner import with_secrets
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ def run_container_steps(
     user: str | None,
     workdir: str,
     env: dict[str, str],
+    load_secrets: bool = False,
 ) -> None:
-    """Run the steps whose phase is in `phases`, in phase order, inside `container`."""
+    """Run the steps whose phase is in `phases`, in phase order, inside `container`.
+
+    With `load_secrets`, each command first exports the container's secret files.
+    """
     by_phase = {step.phase: step for step in steps}
     for phase in phases:
         step = by_phase.get(phase)
@@ -101,7 +106,10 @@ def run_container_steps(
             continue
 
         def run(argv: list[str]) -> CommandOutcome:
-            result = engine.exec_in_container(container, argv, user=user, workdir=workdir, env=env)
+            command = with_secrets(argv) if load_secrets else argv
+            result = engine.exec_in_container(
+                container, command, user=user, workdir=workdir, env=env
+            )
             return CommandOutcome(argv, result.returncode, result.stdout + result.stderr)
 
         log.info("running %s in %s", phase, container)

@@ -24,7 +24,12 @@ from devaipod.runtime.plan import (
     LifecycleStep,
     Role,
 )
-from devaipod.runtime.planner import AGENT_EXIT_FILE, TMUX_SESSION
+from devaipod.runtime.planner import (
+    AGENT_EXIT_FILE,
+    LABEL_WORKSPACE_SECRETS,
+    TMUX_SESSION,
+    with_secrets,
+)
 from devaipod.session import gateway, lifecycle
 from devaipod.session.naming import session_name
 from devaipod.session.state import (
@@ -211,6 +216,7 @@ def _run_stored_steps(
         user=workspace.labels.get(LABEL_REMOTE_USER) or None,
         workdir=workspace.labels.get(LABEL_WORKSPACE_FOLDER) or "/",
         env=record.remote_env,
+        load_secrets=workspace.labels.get(LABEL_WORKSPACE_SECRETS) == "1",
     )
 
 
@@ -317,6 +323,8 @@ def exec_argv(engine: Engine, name: str, role: str, command: list[str]) -> list[
         if role == Role.WORKSPACE.value:
             _run_attach_steps(engine, session)
         command = ["/bin/sh", "-c", "command -v bash >/dev/null && exec bash -l || exec sh -l"]
+    if role == Role.WORKSPACE.value and container.labels.get(LABEL_WORKSPACE_SECRETS) == "1":
+        command = with_secrets(command)
     return [*argv, container.name, *command]
 
 

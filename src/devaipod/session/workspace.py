@@ -118,6 +118,7 @@ def workspace_from_devcontainer(
             lifecycle_step(command) for command in resolved.lifecycle_commands().values()
         ),
         config_path=str(resolved.config_file),
+        secrets=tuple(sorted(config.secrets or {})),
     )
 
 

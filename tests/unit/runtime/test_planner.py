@@ -13,9 +13,12 @@ from devaipod.runtime.hardening import AgentLimits, AgentUser
 from devaipod.runtime.plan import CodeSource, LifecycleStep, Role, SessionPlan
 from devaipod.runtime.planner import (
     AGENT_COMMAND_ENV,
+    LABEL_WORKSPACE_SECRETS,
     PlanInputs,
     WorkspaceConfig,
+    WorkspaceSecret,
     build_session_plan,
+    with_secrets,
 )
 
 IMAGE = "localhost/devaipod-test:abc"
@@ -235,3 +238,39 @@ def test_plan_dict_has_full_argv() -> None:
 def test_root_agent_user_rejected() -> None:
     with pytest.raises(ValueError, match="root"):
         build_session_plan(make_inputs(agent_user=AgentUser("root", 0, 0, "/root")))
+
+
+def test_workspace_secrets_mount_as_files() -> None:
+    secrets = (WorkspaceSecret("DB_PASSWORD", from_store=True), WorkspaceSecret("API", False))
+
+    plan = build_session_plan(make_inputs(workspace_secrets=secrets))
+    workspace = plan.container(Role.WORKSPACE).options
+    agent = plan.container(Role.AGENT).options
+
+    assert (
+        "--secret=DB_PASSWORD,type=mount,mode=0444,target=DEVAIPOD_ENV_DB_PASSWORD" in workspace
+    )
+    assert (
+        "--secret=devaipod-demo-secret-API,type=mount,mode=0444,target=DEVAIPOD_ENV_API"
+        in workspace
+    )
+    assert f"--label={LABEL_WORKSPACE_SECRETS}=1" in workspace
+    assert not any("secret" in option for option in agent)
+    # Only the host-value copy is the session's to create and delete.
+    assert [secret.name for secret in plan.secrets] == ["devaipod-demo-secret-API"]
+
+
+def test_no_workspace_secrets_no_label() -> None:
+    plan = build_session_plan(make_inputs())
+
+    assert not any(
+        LABEL_WORKSPACE_SECRETS in option for option in plan.container(Role.WORKSPACE).options
+    )
+
+
+def test_with_secrets_exports_then_runs() -> None:
+    argv = with_secrets(["make", "test"])
+
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[-2:] == ["make", "test"]
+    assert "/run/secrets/DEVAIPOD_ENV_" in argv[2]
