@@ -12,10 +12,12 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
+from devaipod.egress.allowlist import AllowlistEntryError, parse_entry
 from devaipod.errors import EngineError, UserError
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.gateway_image import ensure_gateway_image
@@ -36,7 +38,14 @@ from devaipod.runtime.plan import (
     SessionPlan,
 )
 from devaipod.runtime.planner import SECRET_FILE_PREFIX
-from devaipod.scope.model import RepoInput, RepoOutput, RepoScope, Scope, dump_scope
+from devaipod.scope.model import (
+    NetworkScope,
+    RepoInput,
+    RepoOutput,
+    RepoScope,
+    Scope,
+    dump_scope,
+)
 from devaipod.session.paths import session_audit_path, session_dir
 from devaipod.session.probe import probe_image
 from devaipod.session.safe_git import run_git
@@ -81,15 +90,30 @@ def upstream_repo_name(source_dir: Path) -> str:
     return name or "project"
 
 
-def local_scope(session: str, repo_name: str) -> Scope:
-    """Return the scope of a local-mode session: the user's repository, one output branch."""
+def local_scope(session: str, repo_name: str, allow: Sequence[str] = ()) -> Scope:
+    """Return the scope of a local-mode session: the user's repository, one output branch.
+
+    `allow` becomes the scope's `network.allow`: the egress proxy in the gateway cannot
+    read the host's config file or devcontainer.json, so their entries travel here.
+    Raises UserError naming an entry the proxy could not parse.
+    """
+    for entry in allow:
+        try:
+            parse_entry(entry)
+        except AllowlistEntryError as error:
+            raise UserError(
+                f"egress allowlist entry {entry!r}: {error}",
+                fix="fix [network] allow in the config file or "
+                "customizations.devaipod.allowedDomains in devcontainer.json",
+            ) from error
     return Scope(
         repos=[
             RepoScope(
                 input=RepoInput(url=f"http://{LOCAL_UPSTREAM_LISTEN}/{repo_name}", allowHttp=True),
                 output=RepoOutput(targetBranch=output_branch(session)),
             )
-        ]
+        ],
+        network=NetworkScope(allow=list(dict.fromkeys(allow))),
     )
 
 
@@ -129,6 +153,7 @@ def add_gateway(
     agent_uid: int = 1000,
     agent_gid: int = 1000,
     engine: Engine | None = None,
+    allow: Sequence[str] = (),
 ) -> tuple[SessionPlan, dict[str, bytes]]:
     """Return `plan` with the local-mode gateway, relay, socket volume and secrets added.
 
@@ -169,7 +194,7 @@ def add_gateway(
 
     state = session_dir(session)
     state.mkdir(parents=True, exist_ok=True)
-    (state / SCOPE_FILE).write_text(dump_scope(local_scope(session, repo_name)))
+    (state / SCOPE_FILE).write_text(dump_scope(local_scope(session, repo_name, allow)))
     audit_name = session_audit_path(session).name
 
     upstream = shlex.join(

@@ -17,7 +17,7 @@ from devaipod.errors import UserError
 from devaipod.runtime.apply import CreatedObjects, apply_resources, build_images
 from devaipod.runtime.engine import Engine
 from devaipod.runtime.plan import CodeSource, Role, SessionPlan
-from devaipod.runtime.planner import PlanInputs, build_session_plan
+from devaipod.runtime.planner import LABEL_WORKSPACE_SECRETS, PlanInputs, build_session_plan
 from devaipod.session import gateway, lifecycle
 from devaipod.session.code import (
     ClonedCode,
@@ -29,6 +29,7 @@ from devaipod.session.code import (
 from devaipod.session.naming import generate_session_name, session_name
 from devaipod.session.probe import choose_agent_user, probe_image
 from devaipod.session.safe_git import redact_url
+from devaipod.session.secrets import resolve_workspace_secrets
 from devaipod.session.state import (
     SessionRecord,
     SessionState,
@@ -168,8 +169,15 @@ def _plan_session(
         # Without devcontainer.json there is no remote user: the human works as the agent does.
         workspace = replace(workspace, remote_user=agent_user.user)
 
-    passed = agent_environment(env, [*settings.env.allowlist, *customizations.envAllowlist])
-    passed = {**settings.env.vars, **(agent_settings.env if agent_settings else {}), **passed}
+    passed = agent_environment(
+        env,
+        [*settings.env.allowlist, *customizations.envAllowlist],
+        fixed={**settings.env.vars, **(agent_settings.env if agent_settings else {})},
+        withheld=workspace.secrets,
+    )
+    workspace_secrets, workspace_secret_values = resolve_workspace_secrets(
+        engine, name, workspace.secrets, env
+    )
     interactive = request.interactive if request.interactive is not None else request.task is None
 
     inputs = PlanInputs(
@@ -183,6 +191,7 @@ def _plan_session(
         use_tmux=facts.programs.get("tmux") is not None,
         agent_image=agent_image,
         agent_env_names=tuple(sorted(passed)),
+        workspace_secrets=workspace_secrets,
     )
     plan = build_session_plan(inputs)
     secret_values = {
@@ -190,6 +199,7 @@ def _plan_session(
         for secret in plan.secrets
         if secret.target_env is not None
     }
+    secret_values.update(workspace_secret_values)
     network = gateway.resolve_network_mode(request.network, with_gateway=request.gateway)
     if request.gateway:
         progress("preparing the gateway (local mode)")
@@ -200,6 +210,7 @@ def _plan_session(
             clone=cloned.path,
             base_image=request.gateway_base_image,
             network=network,
+            allow=[*settings.network.allow, *customizations.allowedDomains],
             agent_uid=agent_user.uid,
             agent_gid=agent_user.gid,
             engine=engine,
@@ -313,6 +324,7 @@ def _run_workspace_steps(plan: SessionPlan, engine: Engine, phases: tuple[str, .
         user=plan.remote_user,
         workdir=plan.workspace_folder,
         env=dict(plan.remote_env),
+        load_secrets=f"--label={LABEL_WORKSPACE_SECRETS}=1" in workspace.options,
     )
 
 

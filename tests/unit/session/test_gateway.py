@@ -36,6 +36,20 @@ def test_local_scope_survives_yaml_round_trip() -> None:
     assert repo.output.allowForcePush is False
 
 
+def test_local_scope_carries_network_allow() -> None:
+    allow = ["api.example.test", "*.pkg.example.test:8443", "api.example.test"]
+
+    scope = gateway.local_scope("devaipod-demo-1", "proj", allow)
+    reloaded = parse_scope(yaml.safe_load(dump_scope(scope)), "test")
+
+    assert reloaded.network.allow == ["api.example.test", "*.pkg.example.test:8443"]
+
+
+def test_local_scope_rejects_bad_allow_entry() -> None:
+    with pytest.raises(UserError, match="egress allowlist entry"):
+        gateway.local_scope("devaipod-demo-1", "proj", ["a.*.example.test"])
+
+
 def test_origin_url_matches_broker_path() -> None:
     scope = gateway.local_scope("devaipod-demo-1", "proj")
     served = RepoMap(scope).repos()[0]
