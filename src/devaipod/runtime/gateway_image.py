@@ -1,7 +1,7 @@
-"""The gateway image: devaipod and its dependencies on a Python base image, built offline.
+"""The gateway image: devaipod, its dependencies and git on a Python base image.
 
-Wheels are gathered on the host and installed with `pip --no-index` inside `podman build`.
-The tag carries a hash of every input, so an unchanged image is reused.
+Wheels are gathered on the host and installed with `pip --no-index` inside `podman build`,
+which runs offline unless git must be installed. The tag hashes every input for reuse.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ MIN_PYTHON = (3, 11)
 
 # Prints what wheel selection needs to know about the base image's Python as JSON.
 _PROBE = """
-import json, os, platform, sys
+import json, os, platform, shutil, sys
 libc, version = platform.libc_ver()
 if not libc and any(name.startswith("ld-musl") for name in os.listdir("/lib")):
     libc, version = "musl", "1.2"
 print(json.dumps({"major": sys.version_info[0], "minor": sys.version_info[1],
     "implementation": sys.implementation.name, "machine": platform.machine(),
-    "libc": libc, "libc_version": version}))
+    "libc": libc, "libc_version": version, "git": shutil.which("git") is not None}))
 """
 
 # The wheels are bind-mounted for the one RUN step, so they add no layer to the image.
@@ -60,7 +60,7 @@ print(json.dumps({"major": sys.version_info[0], "minor": sys.version_info[1],
 _CONTAINERFILE = """\
 FROM {base_image}
 LABEL {label}={inputs_hash} devaipod.role=gateway-image
-RUN --mount=type=bind,source=wheels,target=/tmp/devaipod-wheels \\
+{git_step}RUN --mount=type=bind,source=wheels,target=/tmp/devaipod-wheels \\
     python3 -m venv --without-pip {venv} \\
     && {venv}/bin/python /tmp/devaipod-wheels/{pip_wheel}/pip install \\
         --no-index --no-cache-dir --disable-pip-version-check \\
@@ -68,6 +68,18 @@ RUN --mount=type=bind,source=wheels,target=/tmp/devaipod-wheels \\
     && {venv}/bin/devaipod --version
 ENV PATH={venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENTRYPOINT ["{venv}/bin/devaipod"]
+"""
+
+# Added only when the base image has no git (the broker's mirror and the local upstream
+# run it). This one step needs the network, so such a build runs with the engine's
+# default network; a base image with git builds with --network=none.
+_GIT_STEP = """\
+RUN if command -v apt-get >/dev/null; then \\
+        apt-get update && apt-get install -y --no-install-recommends git \\
+        && rm -rf /var/lib/apt/lists/*; \\
+    elif command -v apk >/dev/null; then apk add --no-cache git; \\
+    else echo "no apt-get or apk to install git with" >&2; exit 1; fi \\
+    && git --version
 """
 
 
@@ -119,13 +131,13 @@ def ensure_gateway_image(
         context = Path(context_text)
         wheels = context / "wheels"
         progress(f"checking the Python in {base}")
-        target = probe_python(base, podman)
+        target, has_git = _probe_base(base, podman)
         base_id = _podman(podman, "image", "inspect", "--format", "{{.Id}}", base).strip()
 
         devaipod_wheel = pack_devaipod_wheel(wheels)
         requirements = [*runtime_requirements(), f"pip=={pip_version()}"]
         constraints = installed_constraints(requirements)
-        containerfile_template = _CONTAINERFILE
+        containerfile_template = _containerfile_template(has_git)
         inputs_hash = _hash_inputs(
             base_id, target, devaipod_wheel, requirements, constraints, containerfile_template
         )
@@ -152,8 +164,10 @@ def ensure_gateway_image(
             )
         )
 
+        if not has_git:
+            progress(f"{base} has no git: the build installs it with the network on")
         progress(f"building {name} from {base}")
-        _build(podman, name, context, containerfile, progress)
+        _build(podman, name, context, containerfile, progress, offline=has_git)
 
     _remove_other_images(podman, keep=name)
     image = GatewayImage(
@@ -165,6 +179,11 @@ def ensure_gateway_image(
 
 def probe_python(base_image: str, podman: str = "podman") -> TargetPython:
     """Run the base image's `python3` once and return what wheel selection needs."""
+    return _probe_base(base_image, podman)[0]
+
+
+def _probe_base(base_image: str, podman: str) -> tuple[TargetPython, bool]:
+    """Return the base image's Python facts and whether it has git, from one container run."""
     completed = subprocess.run(
         [podman, "run", "--rm", "--network=none", "--entrypoint", "python3", base_image,
          "-c", _PROBE],
@@ -191,7 +210,7 @@ def probe_python(base_image: str, podman: str = "podman") -> TargetPython:
             f"unknown C library {data['libc']!r} in the gateway base image {base_image}",
             fix=f"use a glibc or musl based image such as {DEFAULT_BASE_IMAGE}",
         )
-    return TargetPython(
+    target = TargetPython(
         major=int(data["major"]),
         minor=int(data["minor"]),
         implementation=str(data["implementation"]),
@@ -199,6 +218,11 @@ def probe_python(base_image: str, podman: str = "podman") -> TargetPython:
         libc=str(data["libc"]),
         libc_version=_parse_libc_version(str(data["libc_version"])),
     )
+    return target, bool(data.get("git", False))
+
+
+def _containerfile_template(has_git: bool) -> str:
+    return _CONTAINERFILE.replace("{git_step}", "" if has_git else _GIT_STEP)
 
 
 def _parse_libc_version(text: str) -> tuple[int, int]:
@@ -249,9 +273,16 @@ def _find_pip_wheel(wheels: Path) -> Path:
 
 
 def _build(
-    podman: str, name: str, context: Path, containerfile: Path, progress: Callable[[str], None]
+    podman: str,
+    name: str,
+    context: Path,
+    containerfile: Path,
+    progress: Callable[[str], None],
+    *,
+    offline: bool = True,
 ) -> None:
-    command = [podman, "build", "--network=none", "--pull=missing", "-t", name,
+    network = ["--network=none"] if offline else []
+    command = [podman, "build", *network, "--pull=missing", "-t", name,
                "-f", str(containerfile), str(context)]  # fmt: skip
     log.info("running %s", " ".join(command))
     process = subprocess.Popen(

@@ -83,7 +83,7 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch, returncode: int, stdout: str) ->
         assert command[:2] == ["podman", "run"]
         return subprocess.CompletedProcess(command, returncode, stdout, "python3: not found")
 
-    monkeypatch.setattr(gateway_image.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
 
 
 def probe_output(**changes: object) -> str:
@@ -122,3 +122,40 @@ def test_probe_python_unknown_libc_rejected(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(UserError) as raised:
         gateway_image.probe_python("localhost/base")
     assert "unknown C library" in raised.value.message
+
+
+def test_probe_base_reports_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_probe(monkeypatch, 0, probe_output(git=True))
+    assert gateway_image._probe_base("localhost/base", "podman")[1] is True
+    fake_probe(monkeypatch, 0, probe_output(git=False))
+    assert gateway_image._probe_base("localhost/base", "podman")[1] is False
+
+
+def test_containerfile_installs_git_only_when_missing() -> None:
+    with_git = gateway_image._containerfile_template(has_git=True)
+    without_git = gateway_image._containerfile_template(has_git=False)
+    assert "apt-get install" not in with_git
+    assert "{git_step}" not in with_git
+    assert "apt-get install -y --no-install-recommends git" in without_git
+    assert "apk add --no-cache git" in without_git
+    assert without_git.index("git --version") < without_git.index("pip install")
+
+
+def test_build_network_only_without_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    commands: list[list[str]] = []
+
+    class FakeProcess:
+        def __init__(self, command: list[str], **_: object) -> None:
+            commands.append(command)
+            self.stdout = iter(["STEP 1/3"])
+            self.returncode = 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
+    containerfile = tmp_path / "Containerfile"
+    gateway_image._build("podman", "img", tmp_path, containerfile, lambda _: None)
+    gateway_image._build("podman", "img", tmp_path, containerfile, lambda _: None, offline=False)
+    assert "--network=none" in commands[0]
+    assert not any(part.startswith("--network") for part in commands[1])
