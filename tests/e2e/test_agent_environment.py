@@ -1,0 +1,199 @@
+"""What reaches the agent on real podman: allowed variables only, never forge tokens or secrets.
+
+devcontainer.json secrets reach the workspace (lifecycle commands and `exec`), as files.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.git_server import isolated_git_env
+from support.sessions import (
+    labelled_objects,
+    make_fixture_repo,
+    podman,
+    remove_session_objects,
+    run_devaipod,
+    wait_for_agent_exit,
+)
+
+pytestmark = pytest.mark.e2e
+
+NO_OBJECTS: dict[str, list[str]] = {
+    "containers": [],
+    "volumes": [],
+    "networks": [],
+    "secrets": [],
+}
+
+
+@pytest.fixture
+def env(podman_env: dict[str, str], test_image: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **podman_env,
+        "DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
+        "DEVAIPOD_CONFIG": str(tmp_path / "no-config.toml"),
+        "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image,
+    }
+
+
+@pytest.fixture
+def session_name() -> Iterator[str]:
+    name = f"devaipod-env-{secrets.token_hex(3)}"
+    try:
+        yield name
+    finally:
+        remove_session_objects(name)
+        podman("pod", "rm", "--force", "--ignore", f"{name}-pod", check=False)
+        remove_session_objects(name)
+
+
+@pytest.fixture
+def store_secret() -> Iterator[tuple[str, str]]:
+    """A podman secret of the user's own (no session label): its name and value."""
+    name = f"DEVAIPOD_E2E_STORE_{secrets.token_hex(4).upper()}"
+    value = f"store-{secrets.token_hex(16)}"
+    subprocess.run(
+        ["podman", "secret", "create", name, "-"], input=value.encode(), check=True,
+        capture_output=True,
+    )  # fmt: skip
+    try:
+        yield name, value
+    finally:
+        podman("secret", "rm", name, check=False)
+
+
+def project_with_config(root: Path, config: dict[str, object]) -> Path:
+    repo = make_fixture_repo(root / "project")
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text(json.dumps(config, indent=2))
+    git_env = isolated_git_env()
+    subprocess.run(["git", "add", "."], cwd=repo, check=True, env=git_env)
+    subprocess.run(["git", "commit", "-qm", "devcontainer"], cwd=repo, check=True, env=git_env)
+    return repo
+
+
+def agent_reads(agent: str, value: str) -> list[str]:
+    """Return where inside the agent container, as the agent user, `value` can be read."""
+    places: list[str] = []
+    if value in podman("exec", agent, "env").stdout:
+        places.append("environment")
+    environ = podman("exec", agent, "sh", "-c", "cat /proc/*/environ 2>/dev/null; true").stdout
+    if value in environ:
+        places.append("/proc/*/environ")
+    # The value travels on stdin, so it is in no command line. Exit 2 only means some
+    # files were unreadable to the agent user.
+    found = subprocess.run(
+        ["podman", "exec", "-i", agent, "grep", "-rlsF", "-f", "/dev/stdin", "/",
+         "--exclude-dir=proc", "--exclude-dir=sys", "--exclude-dir=dev"],
+        input=value + "\n", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert found.returncode in (0, 1, 2), found.stderr
+    places += [f"file {path}" for path in found.stdout.splitlines()]
+    return places
+
+
+def test_agent_gets_key_not_tokens_or_secrets(
+    env: dict[str, str],
+    test_image: str,
+    tmp_path: Path,
+    session_name: str,
+    store_secret: tuple[str, str],
+) -> None:
+    store_name, store_value = store_secret
+    host_value = f"host-{secrets.token_hex(16)}"
+    api_key = f"sk-{secrets.token_hex(16)}"
+    gh_token = f"ghp_{secrets.token_hex(16)}"
+    repo = project_with_config(
+        tmp_path,
+        {
+            "image": test_image,
+            "secrets": {store_name: {}, "HOST_SECRET": {"description": "from the host"}},
+            "postCreateCommand": f'printf "%s\\n" "${store_name}" "$HOST_SECRET" '
+            "> /tmp/lifecycle-secrets",
+        },
+    )
+    up_env = {
+        **env,
+        "DEVAIPOD_AGENT_OPENAI_API_KEY": api_key,
+        "GH_TOKEN": gh_token,
+        "HOST_SECRET": host_value,
+    }
+
+    run_devaipod(
+        "up", str(repo), "--name", session_name, "--gateway",
+        "--agent", "sh -c 'env > /tmp/agent-env'", "x",
+        env=up_env, timeout=600,
+    )  # fmt: skip
+    wait_for_agent_exit(session_name, env, timeout=120)
+    agent = f"{session_name}-agent"
+    workspace = f"{session_name}-workspace"
+
+    assert f"OPENAI_API_KEY={api_key}" in podman("exec", agent, "cat", "/tmp/agent-env").stdout
+    for value in (gh_token, store_value, host_value):
+        assert agent_reads(agent, value) == []
+    containers = labelled_objects(session_name)["containers"]
+    assert {agent, workspace, f"{session_name}-gateway"} <= set(containers)
+    for container in containers:
+        inspect = podman("container", "inspect", container).stdout
+        for value in (api_key, gh_token, store_value, host_value):
+            assert value not in inspect, container
+    # The workspace's lifecycle command and `devaipod exec` both see the declared secrets.
+    lifecycle = podman("exec", workspace, "cat", "/tmp/lifecycle-secrets").stdout
+    assert lifecycle.split() == [store_value, host_value]
+    shown = run_devaipod(
+        "exec", session_name, "--", "sh", "-c", f'echo "${store_name} $HOST_SECRET"', env=env
+    ).stdout
+    assert shown.split() == [store_value, host_value]
+    # The host value lives in a session secret that `delete` removes; the user's does not.
+    assert labelled_objects(session_name)["secrets"].count(
+        f"{session_name}-secret-HOST_SECRET"
+    ) == 1
+
+    run_devaipod("delete", "--force", session_name, env=env)
+    assert labelled_objects(session_name) == NO_OBJECTS
+    assert podman("secret", "inspect", store_name, check=False).returncode == 0
+
+
+def test_allowlisted_forge_token_is_refused(
+    env: dict[str, str], test_image: str, tmp_path: Path, session_name: str
+) -> None:
+    repo = make_fixture_repo(tmp_path / "project")
+    config = tmp_path / "config.toml"
+    config.write_text('[env]\nallowlist = ["GH_TOKEN"]\n')
+    gh_token = f"ghp_{secrets.token_hex(16)}"
+
+    result = run_devaipod(
+        "up", str(repo), "--name", session_name, "--image", test_image,
+        "--agent", "true", "x",
+        env={**env, "DEVAIPOD_CONFIG": str(config), "GH_TOKEN": gh_token}, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert "would hand the forge token GH_TOKEN to the agent" in result.stderr
+    assert "forge tokens stay with the broker" in result.stderr
+    assert gh_token not in result.stdout + result.stderr
+    assert labelled_objects(session_name) == NO_OBJECTS
+
+
+def test_missing_secret_names_create_command(
+    env: dict[str, str], test_image: str, tmp_path: Path, session_name: str
+) -> None:
+    repo = project_with_config(
+        tmp_path, {"image": test_image, "secrets": {"DEVAIPOD_E2E_ABSENT": {}}}
+    )
+
+    result = run_devaipod(
+        "up", str(repo), "--name", session_name, "--no-gateway", "--agent", "true", "x",
+        env=env, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2, result.stderr
+    assert 'printf %s "$VALUE" | podman secret create DEVAIPOD_E2E_ABSENT -' in result.stderr
+    assert labelled_objects(session_name) == NO_OBJECTS
