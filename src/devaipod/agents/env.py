@@ -45,10 +45,12 @@ def agent_environment(
     """Return the variables the agent receives.
 
     The sources are `fixed` (the config file's `[env.vars]` and agent settings), the host
-    variables named in `allowed_names`, and `DEVAIPOD_AGENT_*`; later sources win. Raises
-    UserError when a forge token would reach the agent, by name or by value, or a name in
-    `withheld` (the devcontainer's secrets) is requested: the mistake is visible instead of
-    silently dropped, and the message names the variable, never its value.
+    variables named in `allowed_names`, and `DEVAIPOD_AGENT_*`. Later sources win.
+
+    Raises UserError when a forge token would reach the agent, by name or by value, or when
+    a name in `withheld` (the devcontainer's secrets) is requested. An error makes the
+    mistake visible instead of silently dropping the variable. The message names the
+    variable, never its value.
     """
     selected: dict[str, str] = {}
     sources: dict[str, str] = {}

@@ -1,7 +1,7 @@
 """devcontainer.json `secrets`: where each declared secret's value comes from.
 
-A podman secret of the same name wins; otherwise the host variable of that name is copied
-into a secret owned by the session. The value reaches the workspace only, as a file.
+A podman secret of the same name wins. Without one, the host variable of that name is
+copied into a secret owned by the session. The value reaches the workspace only, as a file.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def resolve_workspace_secrets(
     for name in names:
         if not _SECRET_NAME.match(name):
             raise UserError(
-                f"devcontainer.json secret name {name!r} is not a variable name",
+                f"invalid devcontainer.json secret name {name!r}: not a variable name",
                 fix="use letters, digits and underscores",
             )
         if _store_has(engine, name):

@@ -62,5 +62,5 @@ def test_missing_secrets_named_with_command() -> None:
 
 
 def test_bad_secret_name_rejected() -> None:
-    with pytest.raises(UserError, match="not a variable name"):
+    with pytest.raises(UserError, match="invalid devcontainer.json secret name"):
         resolve(StoreEngine(set()), ["a-b;rm"], {})
