@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,99 @@ def test_missing_secret_names_create_command(
     assert result.returncode == 2, result.stderr
     assert 'printf %s "$VALUE" | podman secret create DEVAIPOD_E2E_ABSENT -' in result.stderr
     assert labelled_objects(session_name) == NO_OBJECTS
+
+
+# Fetches each URL of argv through the proxy variables; prints one JSON object of outcomes.
+PROXY_FETCH = """\
+import json, sys, urllib.error, urllib.request
+outcomes = {}
+for url in sys.argv[1:]:
+    try:
+        outcomes[url] = urllib.request.urlopen(url, timeout=20).read().decode().strip()
+    except urllib.error.HTTPError as error:
+        outcomes[url] = f"status {error.code}"
+    except Exception as error:
+        outcomes[url] = f"failed {type(error).__name__}"
+print(json.dumps(outcomes))
+"""
+
+
+@pytest.fixture
+def web_server(test_image: str) -> Iterator[tuple[str, str]]:
+    """A plain HTTP server in a container on the engine's default network: its IP and page."""
+    name = f"devaipod-e2e-web-{secrets.token_hex(3)}"
+    page = f"page-{secrets.token_hex(8)}"
+    script = (
+        f"mkdir /tmp/site && echo {page} > /tmp/site/index.html && cd /tmp/site "
+        "&& exec python3 -m http.server 8080"
+    )
+    podman("run", "-d", "--rm", f"--name={name}", "--entrypoint=/bin/sh", test_image, "-c", script)
+    try:
+        address = podman(
+            "inspect", "--format={{.NetworkSettings.IPAddress}}", name
+        ).stdout.strip()
+        assert address, "the test server has no address on the default network"
+        yield address, page
+    finally:
+        podman("rm", "--force", "--time=0", name, check=False)
+
+
+def test_proxy_allows_only_listed_destinations(
+    env: dict[str, str],
+    test_image: str,
+    tmp_path: Path,
+    session_name: str,
+    web_server: tuple[str, str],
+) -> None:
+    address, page = web_server
+    # IPv4 addresses as one decimal number: the listed one matches in any spelling, and
+    # the network's gateway address (the same /24, host 1) is listed in none.
+    a, b, c, d = (int(part) for part in address.split("."))
+    decimal = str((a << 24) | (b << 16) | (c << 8) | d)
+    unlisted = str((a << 24) | (b << 16) | (c << 8) | 1)
+    repo = project_with_config(
+        tmp_path,
+        {
+            "image": test_image,
+            "customizations": {"devaipod": {"allowedDomains": ["pkg.example.test"]}},
+        },
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(f'[network]\nallow = ["{address}:8080"]\n')
+    urls = [
+        f"http://{address}:8080/",
+        f"http://{address}:8081/",
+        f"http://{decimal}:8080/",
+        f"http://{unlisted}:8080/",
+        "http://denied.example.test/",
+    ]
+    agent_command = f"python3 -c {shlex.quote(PROXY_FETCH)} {' '.join(urls)} > /tmp/fetched"
+
+    run_devaipod(
+        "up", str(repo), "--name", session_name, "--gateway",
+        "--agent", f"sh -c {shlex.quote(agent_command)}", "x",
+        env={**env, "DEVAIPOD_CONFIG": str(config)}, timeout=600,
+    )  # fmt: skip
+    wait_for_agent_exit(session_name, env, timeout=120)
+    fetched = json.loads(podman("exec", f"{session_name}-agent", "cat", "/tmp/fetched").stdout)
+    scope = (tmp_path / "state" / "sessions" / session_name / "scope.yaml").read_text()
+    audit = [
+        json.loads(line)
+        for line in run_devaipod("audit", session_name, "--json", env=env).stdout.splitlines()
+    ]
+    denied = {
+        (entry["host"], entry["port"])
+        for entry in audit
+        if entry["kind"] == "egress" and entry["decision"] == "deny"
+    }
+
+    assert f"{address}:8080" in scope
+    assert "pkg.example.test" in scope
+    assert fetched[urls[0]] == page
+    assert fetched[urls[1]] == "status 403"
+    assert fetched[urls[2]] == page
+    assert fetched[urls[3]] == "status 403"
+    assert fetched[urls[4]] == "status 403"
+    assert (address, 8081) in denied
+    assert (unlisted, 8080) in denied
+    assert ("denied.example.test", 80) in denied
