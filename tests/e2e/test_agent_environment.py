@@ -148,10 +148,10 @@ def test_agent_gets_key_not_tokens_or_secrets(
     # The workspace's lifecycle command and `devaipod exec` both see the declared secrets.
     lifecycle = podman("exec", workspace, "cat", "/tmp/lifecycle-secrets").stdout
     assert lifecycle.split() == [store_value, host_value]
-    shown = run_devaipod(
+    exec_output = run_devaipod(
         "exec", session_name, "--", "sh", "-c", f'echo "${store_name} $HOST_SECRET"', env=env
     ).stdout
-    assert shown.split() == [store_value, host_value]
+    assert exec_output.split() == [store_value, host_value]
     # The host value lives in a session secret that `delete` removes; the user's does not.
     assert labelled_objects(session_name)["secrets"].count(
         f"{session_name}-secret-HOST_SECRET"
@@ -162,7 +162,7 @@ def test_agent_gets_key_not_tokens_or_secrets(
     assert podman("secret", "inspect", store_name, check=False).returncode == 0
 
 
-def test_allowlisted_forge_token_is_refused(
+def test_allowlisted_forge_token_rejected(
     env: dict[str, str], test_image: str, tmp_path: Path, session_name: str
 ) -> None:
     repo = make_fixture_repo(tmp_path / "project")
@@ -243,8 +243,8 @@ def test_proxy_allows_only_listed_destinations(
     web_server: tuple[str, str],
 ) -> None:
     address, page = web_server
-    # IPv4 addresses as one decimal number: the listed one matches in any spelling, and
-    # the network's gateway address (the same /24, host 1) is listed in none.
+    # IPv4 addresses as one decimal number. The listed one matches in any spelling, while
+    # host 1 of the same /24 is listed in none.
     a, b, c, d = (int(part) for part in address.split("."))
     decimal = str((a << 24) | (b << 16) | (c << 8) | d)
     unlisted = str((a << 24) | (b << 16) | (c << 8) | 1)

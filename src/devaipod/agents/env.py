@@ -78,6 +78,9 @@ def agent_environment(
     token_values = {
         host_env[name]: name for name in sorted(FORGE_TOKEN_NAMES) if host_env.get(name)
     }
+    secret_values = {
+        host_env[name]: name for name in sorted(withheld_names) if host_env.get(name)
+    }
     for name, value in selected.items():
         source = sources[name]
         _check_name(name, source=source)
@@ -86,6 +89,13 @@ def agent_environment(
                 f"{source} would hand the devcontainer secret {name} to the agent",
                 fix="secrets declared in devcontainer.json reach the workspace only; "
                 "remove it from the agent's allowlist",
+            )
+        if value in secret_values:
+            raise UserError(
+                f"{source} has the value of the devcontainer secret {secret_values[value]}, "
+                "which would reach the agent",
+                fix="secrets declared in devcontainer.json reach the workspace only; "
+                "pass the agent another value",
             )
         if value in token_values:
             raise UserError(

@@ -79,3 +79,10 @@ def test_devcontainer_secret_allowlisted_rejected() -> None:
 
     with pytest.raises(UserError, match="devcontainer secret DB_PASSWORD"):
         agent_environment(env, ["DB_PASSWORD"], withheld=["DB_PASSWORD"])
+
+
+def test_devcontainer_secret_value_rejected() -> None:
+    env = {"DB_PASSWORD": "pw-1", "DEVAIPOD_AGENT_PGPASS": "pw-1"}
+
+    with pytest.raises(UserError, match="PGPASS has the value of the devcontainer secret"):
+        agent_environment(env, withheld=["DB_PASSWORD"])
