@@ -118,6 +118,7 @@ def test_agent_gets_key_not_tokens_or_secrets(
             "secrets": {store_name: {}, "HOST_SECRET": {"description": "from the host"}},
             "postCreateCommand": f'printf "%s\\n" "${store_name}" "$HOST_SECRET" '
             "> /tmp/lifecycle-secrets",
+            "postStartCommand": f'echo "${store_name}" >> /tmp/start-secrets',
         },
     )
     up_env = {
@@ -152,6 +153,11 @@ def test_agent_gets_key_not_tokens_or_secrets(
         "exec", session_name, "--", "sh", "-c", f'echo "${store_name} $HOST_SECRET"', env=env
     ).stdout
     assert exec_output.split() == [store_value, host_value]
+    # postStartCommand sees them again on `start` after `stop`.
+    run_devaipod("stop", session_name, env=env)
+    run_devaipod("start", session_name, env=env)
+    started = podman("exec", workspace, "cat", "/tmp/start-secrets").stdout
+    assert started.split() == [store_value, store_value]
     # The host value lives in a session secret that `delete` removes; the user's does not.
     assert labelled_objects(session_name)["secrets"].count(
         f"{session_name}-secret-HOST_SECRET"
