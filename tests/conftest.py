@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_ENV = "CONTAINERS_CONF"
+GATEWAY_BASE_ENV = "DEVAIPOD_GATEWAY_BASE_IMAGE"
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +20,8 @@ def podman_env() -> Iterator[dict[str, str]]:
     """Return an environment in which podman works on this machine.
 
     Sets CONTAINERS_CONF in this process too, so devaipod commands that tests run
-    in-process or as subprocesses reach the same engine configuration.
+    in-process or as subprocesses reach the same engine configuration, and
+    DEVAIPOD_GATEWAY_BASE_IMAGE to the test image when it is unset.
     """
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed; run .ci/run or scripts/install-deps")
@@ -30,21 +33,30 @@ def podman_env() -> Iterator[dict[str, str]]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-    previous = os.environ.get("CONTAINERS_CONF")
-    os.environ["CONTAINERS_CONF"] = conf
+    previous = {name: os.environ.get(name) for name in (CONF_ENV, GATEWAY_BASE_ENV)}
+    os.environ[CONF_ENV] = conf
+    if not os.environ.get(GATEWAY_BASE_ENV):
+        # `up` runs the gateway by default; the test image has python3 and git, so the
+        # gateway image builds offline.
+        os.environ[GATEWAY_BASE_ENV] = _test_image_name(dict(os.environ))
     try:
         yield dict(os.environ)
     finally:
-        if previous is None:
-            os.environ.pop("CONTAINERS_CONF", None)
-        else:
-            os.environ["CONTAINERS_CONF"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
 def test_image(podman_env: dict[str, str]) -> str:
     """Return the name of the local Debian test image, building it when missing."""
-    preset = os.environ.get("DEVAIPOD_TEST_IMAGE")
+    return _test_image_name(podman_env)
+
+
+def _test_image_name(env: dict[str, str]) -> str:
+    preset = env.get("DEVAIPOD_TEST_IMAGE")
     if preset:
         return preset
     completed = subprocess.run(
@@ -52,6 +64,6 @@ def test_image(podman_env: dict[str, str]) -> str:
         check=True,
         capture_output=True,
         text=True,
-        env=podman_env,
+        env=env,
     )
     return completed.stdout.strip().splitlines()[-1]

@@ -148,8 +148,9 @@ def test_local_session_delivers_only_its_branch(
     branch = f"devaipod/{session_name.removeprefix('devaipod-')}"
     script = AGENT_SCRIPT.format(transcript=TRANSCRIPT, branch=branch, proxy_probe=PROXY_PROBE)
 
+    # No --gateway: local mode is the default for a local SOURCE.
     run_devaipod(
-        "up", str(repo), "--name", session_name, "--image", test_image, "--gateway",
+        "up", str(repo), "--name", session_name, "--image", test_image,
         "--agent", f"sh -c {shlex.quote(script)} scripted-test-agent", "run the script",
         env=env, timeout=600,
     )  # fmt: skip
@@ -323,10 +324,37 @@ def test_network_open_warns_and_drops_none(
 
 def test_network_proxy_needs_gateway(env: dict[str, str], test_image: str, tmp_path: Path) -> None:
     repo = make_fixture_repo(tmp_path / "project")
-    failed = run_devaipod(
+    opted_out = run_devaipod(
         "up", str(repo), "--image", test_image, "--network", "proxy", "--dry-run",
+        "--no-gateway", "--agent", "sh", "task",
+        env=env, check=False,
+    )  # fmt: skip
+    url_source = run_devaipod(
+        "up", f"file://{repo}", "--image", test_image, "--network", "proxy", "--dry-run",
         "--agent", "sh", "task",
         env=env, check=False,
     )  # fmt: skip
-    assert failed.returncode == 2
-    assert "--network proxy needs the gateway" in failed.stderr
+    assert opted_out.returncode == 2
+    assert "--network proxy needs the gateway" in opted_out.stderr
+    assert url_source.returncode == 2
+    assert "--network proxy needs the gateway" in url_source.stderr
+
+
+def test_url_source_without_gateway_default(
+    env: dict[str, str], test_image: str, tmp_path: Path
+) -> None:
+    repo = make_fixture_repo(tmp_path / "project")
+    planned = run_devaipod(
+        "up", f"file://{repo}", "--image", test_image, "--dry-run", "--json",
+        "--agent", "sh", "task",
+        env=env,
+    )  # fmt: skip
+    forced = run_devaipod(
+        "up", f"file://{repo}", "--image", test_image, "--dry-run", "--gateway",
+        "--agent", "sh", "task",
+        env=env, check=False,
+    )  # fmt: skip
+    roles = [spec["role"] for spec in json.loads(planned.stdout)["containers"]]
+    assert roles == ["workspace", "agent"]
+    assert forced.returncode == 2
+    assert "needs a local repository as SOURCE" in forced.stderr

@@ -125,7 +125,10 @@ def test_agent_inspect_shows_hardening(session: RunningSession) -> None:
     config = info["Config"]
 
     assert config["User"] == "dev"
-    assert host["NetworkMode"] == "none"
+    # The gateway is on by default: the agent shares the pod's namespace, made with
+    # --network none, with the relay.
+    assert host["NetworkMode"] == f"container:{_pod_infra(session)['Id']}"
+    assert _pod_infra(session)["HostConfig"]["NetworkMode"] == "none"
     assert host["ReadonlyRootfs"] is True
     assert host["Init"] is True
     assert "no-new-privileges" in host["SecurityOpt"]
@@ -280,6 +283,13 @@ def test_delete_force_leaves_nothing(session: RunningSession) -> None:
     }
     assert snapshot_tree(session.repo) == session.repo_before
     assert not session.marker.exists()
+    assert podman("pod", "exists", f"{session.name}-pod", check=False).returncode == 1
+
+
+def _pod_infra(session: RunningSession) -> dict[str, Any]:
+    pod = json.loads(podman("pod", "inspect", f"{session.name}-pod").stdout)
+    pod = pod[0] if isinstance(pod, list) else pod
+    return inspect(str(pod["InfraContainerID"]))
 
 
 def _image_of(session: RunningSession) -> str:

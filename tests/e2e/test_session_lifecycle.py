@@ -258,7 +258,14 @@ def test_api_key_reaches_agent_only(
     assert "OPENAI_API_KEY=sk-test-value" in agent_env
     assert "GH_TOKEN" not in agent_env
     assert "sk-test-value" not in inspect
-    assert labelled_objects(session_name)["secrets"] == [f"{session_name}-env-OPENAI_API_KEY"]
+    # Besides the key: the gateway's secrets (on by default), none holding the key.
+    assert sorted(labelled_objects(session_name)["secrets"]) == sorted(
+        f"{session_name}-{suffix}"
+        for suffix in (
+            "env-OPENAI_API_KEY", "env-HTTPS_PROXY", "env-https_proxy", "env-HTTP_PROXY",
+            "env-http_proxy", "forge-token", "broker-credential",
+        )
+    )  # fmt: skip
     run_devaipod("delete", session_name, env=env)
     assert labelled_objects(session_name) == NO_OBJECTS
 

@@ -84,6 +84,8 @@ def rootless(test_image: str) -> Iterator[RootlessUser]:
             image="",
         )
         user.image = _ensure_image(user, test_image)
+        # `up` runs the gateway by default; its image builds offline on the test image.
+        user.env["DEVAIPOD_GATEWAY_BASE_IMAGE"] = user.image
         yield user
     finally:
         # NOTE: the user and its image store stay, as a cache like the test image itself;
@@ -162,6 +164,12 @@ def test_rootless_session_hardened_and_isolated(rootless: RootlessUser) -> None:
         )
         status = _wait_exit(user, session)
         agent = json.loads(user.run(f"podman container inspect {session}-agent").stdout)[0]
+        infra = json.loads(user.run(f"podman pod inspect {session}-pod").stdout)
+        infra = infra[0] if isinstance(infra, list) else infra
+        infra_network = user.run(
+            f"podman container inspect --format '{{{{.HostConfig.NetworkMode}}}}' "
+            f"{infra['InfraContainerID']}"
+        ).stdout.strip()
         caps = user.run(f"podman exec {session}-agent grep CapEff /proc/self/status").stdout
         links = user.run(f"podman exec {session}-agent ip -o link").stdout.splitlines()
         with tcp_server("0.0.0.0") as server:
@@ -189,19 +197,24 @@ def test_rootless_session_hardened_and_isolated(rootless: RootlessUser) -> None:
         user.devaipod("delete", "--force", session)
         leftovers = user.run(
             f"podman ps -aq --filter label=devaipod.session={session}; "
-            f"podman volume ls -q --filter label=devaipod.session={session}"
+            f"podman volume ls -q --filter label=devaipod.session={session}; "
+            f"podman pod ls -q --filter name={session}-pod"
         ).stdout
         after = user.run("cd project && git rev-parse HEAD && git status --porcelain").stdout
     finally:
         user.run(
-            f"podman rm -f -t0 {session}-workspace {session}-agent; "
-            f"podman volume rm -f {session}-code {session}-agent-home",
+            f"podman pod rm -f -t0 --ignore {session}-pod; "
+            f"podman rm -f -t0 {session}-workspace {session}-agent {session}-gateway; "
+            f"podman volume rm -f {session}-code {session}-agent-home {session}-sockets; "
+            f"podman secret ls -q --filter label=devaipod.session={session} "
+            "| xargs -r podman secret rm",
             check=False,
         )
 
     assert status["agentProgram"] == {"running": False, "exitCode": 0}
     assert agent["Config"]["User"] == "dev"
-    assert agent["HostConfig"]["NetworkMode"] == "none"
+    assert agent["HostConfig"]["NetworkMode"] == f"container:{infra['InfraContainerID']}"
+    assert infra_network == "none"
     assert agent["HostConfig"]["ReadonlyRootfs"] is True
     assert "no-new-privileges" in agent["HostConfig"]["SecurityOpt"]
     assert caps.split()[-1] == "0000000000000000"

@@ -42,24 +42,27 @@ ROLES = click.Choice([role.value for role in Role])
     help="Run the agent's terminal UI, or run TASK to completion (default: headless with a TASK).",
 )
 @click.option(
-    "--gateway",
-    is_flag=True,
-    help="Local mode: the agent has no network but the broker, and may push only the branch "
-    "devaipod/NAME into the local SOURCE repository. Builds the gateway image on first use.",
+    "--gateway/--no-gateway",
+    default=None,
+    help="Local mode (default for a local SOURCE): the agent's only way out is the broker "
+    "and the egress proxy, and it may push only the branch devaipod/NAME into the SOURCE "
+    "repository. Builds the gateway image on first use. A git URL SOURCE runs without "
+    "the gateway (the broker has no forge token for it yet); --gateway with one is an error. "
+    "--no-gateway: no broker, the agent's clone has no remote it can push to.",
 )
 @click.option(
     "--gateway-base-image",
     metavar="IMAGE",
     help="Base image of the gateway image (default: DEVAIPOD_GATEWAY_BASE_IMAGE, the config "
-    "file's [gateway] base_image, or python:3.11-slim).",
+    "file's [gateway] base_image, or python:3.11-slim, which gets git from apt at build).",
 )
 @click.option(
     "--network",
     type=click.Choice(["proxy", "none", "open"]),
     default=None,
     help="What the agent reaches besides the broker: proxy (the allowlisted egress proxy; "
-    "the default with --gateway, and needs it), none (nothing; the default without "
-    "--gateway) or open (the engine's default network, unfiltered).",
+    "the default with the gateway, and needs it), none (nothing; the default without "
+    "the gateway) or open (the engine's default network, unfiltered).",
 )
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan (every engine command); create nothing."
@@ -73,7 +76,7 @@ def up_command(
     image: str | None,
     config: Path | None,
     interactive: bool | None,
-    gateway: bool,
+    gateway: bool | None,
     gateway_base_image: str | None,
     network: str | None,
     dry_run: bool,

@@ -422,7 +422,8 @@ def resolve_network_mode(value: str | None, *, with_gateway: bool) -> NetworkMod
     if mode == NetworkMode.PROXY and not with_gateway:
         raise UserError(
             "--network proxy needs the gateway, which serves the egress proxy",
-            fix="add --gateway, or use --network none",
+            fix="leave out --no-gateway (a git URL SOURCE has no gateway yet), "
+            "or use --network none",
         )
     return mode
 

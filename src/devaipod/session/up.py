@@ -55,7 +55,8 @@ class UpRequest:
     image: str | None = None
     config: Path | None = None
     interactive: bool | None = None
-    gateway: bool = False
+    gateway: bool | None = None
+    """Run the gateway (local mode); None means yes for a local SOURCE and no for a git URL."""
     gateway_base_image: str | None = None
     network: str | None = None
     """`proxy`, `none` or `open`; None means proxy with the gateway and none without."""
@@ -200,8 +201,9 @@ def _plan_session(
         if secret.target_env is not None
     }
     secret_values.update(workspace_secret_values)
-    network = gateway.resolve_network_mode(request.network, with_gateway=request.gateway)
-    if request.gateway:
+    with_gateway = use_gateway(request, source_dir)
+    network = gateway.resolve_network_mode(request.network, with_gateway=with_gateway)
+    if with_gateway:
         progress("preparing the gateway (local mode)")
         plan, secret_values = gateway.add_gateway(
             plan,
@@ -226,6 +228,17 @@ def _plan_session(
         cloned=cloned,
         scratch=scratch,
     )
+
+
+def use_gateway(request: UpRequest, source_dir: Path | None) -> bool:
+    """Return whether the session gets the gateway: by default only for a local SOURCE.
+
+    NOTE: a git URL SOURCE has no gateway by default, because the broker would need a
+    forge token for that upstream and `up` does not take one yet.
+    """
+    if request.gateway is None:
+        return source_dir is not None
+    return request.gateway
 
 
 def apply_session(

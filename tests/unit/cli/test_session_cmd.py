@@ -78,6 +78,7 @@ def test_dry_run_json_creates_nothing(project: Path, monkeypatch: pytest.MonkeyP
             "sh -c 'true'",
             "--name",
             "demo",
+            "--no-gateway",
             "--dry-run",
             "--json",
         ],
@@ -98,8 +99,10 @@ def test_dry_run_text_lists_commands(project: Path, monkeypatch: pytest.MonkeyPa
     use_engine(monkeypatch, ScriptedEngine({"tmux": "", "git": "", "sh": "/bin/sh"}))
 
     result = CliRunner().invoke(
-        cli, ["up", str(project), "--image", IMAGE, "--agent", "sh", "--name", "demo", "--dry-run"]
-    )
+        cli,
+        ["up", str(project), "--image", IMAGE, "--agent", "sh", "--name", "demo", "--no-gateway",
+         "--dry-run"],
+    )  # fmt: skip
 
     assert result.exit_code == 0, result.output
     assert "podman volume create" in result.stdout
