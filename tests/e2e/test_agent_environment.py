@@ -250,10 +250,10 @@ def test_proxy_allows_only_listed_destinations(
 ) -> None:
     address, page = web_server
     # IPv4 addresses as one decimal number. The listed one matches in any spelling, while
-    # host 1 of the same /24 is listed in none.
+    # its neighbour (last bit flipped, so never the same address) is listed in none.
     a, b, c, d = (int(part) for part in address.split("."))
     decimal = str((a << 24) | (b << 16) | (c << 8) | d)
-    unlisted = str((a << 24) | (b << 16) | (c << 8) | 1)
+    unlisted = str((a << 24) | (b << 16) | (c << 8) | (d ^ 1))
     repo = project_with_config(
         tmp_path,
         {
