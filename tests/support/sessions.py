@@ -114,6 +114,8 @@ def remove_session_objects(session: str) -> None:
         podman("network", "rm", "--force", name, check=False)
     for name in objects["secrets"]:
         podman("secret", "rm", name, check=False)
+    # The session's pod has no label; it is found by its name.
+    podman("pod", "rm", "--force", "--ignore", f"{session}-pod", check=False)
 
 
 def wait_for_agent_exit(session: str, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:

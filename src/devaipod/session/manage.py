@@ -251,9 +251,9 @@ def delete_session(engine: Engine, name: str, *, force: bool) -> list[str]:
 
     if objects.containers:
         engine.remove_container(*(container.name for container in objects.containers))
-    roles = {container.labels.get(LABEL_ROLE) for container in objects.containers}
-    if Role.RELAY.value in roles:
-        gateway.remove_pod(engine, session)
+    # The pod carries no label, so it is removed by name even when no relay container is
+    # left (a relay removed by hand, or an up that stopped between pod and relay).
+    gateway.remove_pod(engine, session)
     for network in objects.networks:
         engine.remove_network(network)
     if objects.volumes:
