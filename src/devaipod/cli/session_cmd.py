@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from devaipod import output
-from devaipod.errors import EXIT_FAILURE
+from devaipod.errors import EXIT_FAILURE, UserError
 from devaipod.runtime import default_engine
 from devaipod.runtime.plan import Role
 from devaipod.session import manage
@@ -196,6 +196,11 @@ def logs_command(name: str, role: str, follow: bool) -> None:
 @click.argument("name")
 def attach_command(name: str) -> None:
     """Attach to the agent's terminal; detach with Ctrl-b d (tmux) and the agent keeps running."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError(
+            "devaipod attach needs a terminal on stdin and stdout",
+            fix=f"run it from an interactive shell, or read the output with `devaipod logs {name}`",
+        )
     engine = default_engine()
     sys.exit(engine.run_interactive(manage.attach_argv(engine, name)))
 

@@ -135,3 +135,10 @@ def test_invalid_session_name_rejected() -> None:
 
     assert isinstance(result.exception, UserError)
     assert "invalid session name" in str(result.exception)
+
+
+def test_attach_without_terminal_rejected() -> None:
+    result = CliRunner().invoke(cli, ["attach", "demo"])
+
+    assert isinstance(result.exception, UserError)
+    assert "needs a terminal" in str(result.exception)
