@@ -83,7 +83,8 @@ def find_config(workspace_folder: Path, config: Path | None = None) -> Path:
     raise UserError(
         f"no dev container config in {workspace_folder} "
         "(looked for .devcontainer/devcontainer.json and .devcontainer.json)",
-        fix="create .devcontainer/devcontainer.json, or pass --workspace-folder or --config",
+        fix="create .devcontainer/devcontainer.json or pass --config PATH; "
+        "`devaipod up` also runs without one when given --image IMAGE",
     )
 
 
