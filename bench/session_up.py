@@ -1,10 +1,12 @@
 """Time `devaipod up` (until the agent runs) and `delete` against `devcontainer up`.
 
 Both tools start the same project (a git repository whose devcontainer.json names IMAGE)
-in the same run, interleaved, so machine load hits both alike. Prints medians and ratios.
+in the same run, interleaved, so machine load hits both alike. devaipod runs its default
+(with the gateway) and `--no-gateway`. Prints medians and ratios.
 
 Usage: .venv/bin/python bench/session_up.py --image IMAGE [--rounds N]
-(CONTAINERS_CONF must be set where podman needs it; see scripts/prepare-podman.)
+(CONTAINERS_CONF must be set where podman needs it; see scripts/prepare-podman. Offline,
+set DEVAIPOD_GATEWAY_BASE_IMAGE to a local image with python3 >= 3.11 and git.)
 """
 
 from __future__ import annotations
@@ -73,12 +75,14 @@ def agent_running(session: str, env: dict[str, str]) -> bool:
     return completed.returncode == 0 and completed.stdout.startswith("0 ")
 
 
-def time_devaipod(project: Path, round_number: int, env: dict[str, str]) -> tuple[float, float]:
+def time_devaipod(
+    project: Path, session: str, env: dict[str, str], options: tuple[str, ...] = ()
+) -> tuple[float, float]:
     """Return (seconds until the agent runs, seconds to delete) for one devaipod session."""
-    session = f"devaipod-bench-{os.getpid()}-{round_number}"
     devaipod = [sys.executable, "-m", "devaipod", "-q"]
     started = time.perf_counter()
-    run([*devaipod, "up", str(project), "--name", session, "--agent", "sleep 600", "bench"], env)
+    up = [*devaipod, "up", str(project), "--name", session, "--agent", "sleep 600", *options]
+    run([*up, "bench"], env)
     while not agent_running(session, env):
         if time.perf_counter() - started > 120:
             sys.exit(f"agent of {session} did not start")
@@ -115,29 +119,42 @@ def main() -> None:
         env["DEVAIPOD_STATE_DIR"] = str(root / "state")
         project = make_project(root, args.image)
         devaipod_up, devaipod_delete, reference_up, reference_delete = [], [], [], []
+        bare_up, bare_delete = [], []
+        # An untimed first session builds the gateway image, once per devaipod version.
+        time_devaipod(project, f"devaipod-bench-{os.getpid()}-warm", env)
         for round_number in range(args.rounds):
-            up_seconds, delete_seconds = time_devaipod(project, round_number, env)
+            session = f"devaipod-bench-{os.getpid()}-{round_number}"
+            up_seconds, delete_seconds = time_devaipod(project, session, env)
             devaipod_up.append(up_seconds)
             devaipod_delete.append(delete_seconds)
+            up_seconds, delete_seconds = time_devaipod(
+                project, f"{session}-bare", env, ("--no-gateway",)
+            )
+            bare_up.append(up_seconds)
+            bare_delete.append(delete_seconds)
             up_seconds, delete_seconds = time_reference(project, env)
             reference_up.append(up_seconds)
             reference_delete.append(delete_seconds)
 
     rows = [
         ("devaipod up (agent running)", devaipod_up),
+        ("devaipod up --no-gateway", bare_up),
         ("devcontainer up", reference_up),
         ("devaipod delete", devaipod_delete),
+        ("devaipod delete (--no-gateway session)", bare_delete),
         ("podman rm -f (reference container)", reference_delete),
     ]
     print(f"rounds: {args.rounds}, load average: {os.getloadavg()[0]:.1f}")
     for name, values in rows:
         print(
-            f"{name:38} median {statistics.median(values):6.2f} s  "
+            f"{name:40} median {statistics.median(values):6.2f} s  "
             f"min {min(values):6.2f} s  max {max(values):6.2f} s"
         )
     up_ratio = statistics.median(devaipod_up) / statistics.median(reference_up)
     delete_ratio = statistics.median(devaipod_delete) / statistics.median(reference_delete)
+    gateway_cost = statistics.median(devaipod_up) - statistics.median(bare_up)
     print(f"up ratio devaipod / devcontainer: {up_ratio:.2f}")
+    print(f"gateway cost on up (median difference): {gateway_cost:.2f} s")
     print(f"delete ratio devaipod delete / podman rm -f: {delete_ratio:.2f}")
 
 
