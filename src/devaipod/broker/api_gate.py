@@ -50,7 +50,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 USER_AGENT = "devaipod-broker"
 REDACTED = b"[REDACTED]"
 
-# 304 Not Modified is not among them: it answers a conditional GET and passes back.
+# 304 Not Modified is not among them, because it is the reply to a conditional GET and passes back.
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Response headers passed back to the agent; every other header is dropped.
 _RESPONSE_HEADERS = frozenset({
@@ -418,7 +418,7 @@ class _HttpFrontend:
         host = urllib.parse.unquote(raw_host).lower()
 
         presented = presented_credential(request.headers)
-        # A header that is not UTF-8 holds lone surrogates; it must compare unequal, not raise.
+        # A non-UTF-8 header contains lone surrogates, which must compare unequal, not raise.
         presented_bytes = (presented.encode("utf-8", "surrogateescape")
                            if presented is not None else None)
         if presented_bytes is None or not hmac.compare_digest(presented_bytes,

@@ -320,7 +320,7 @@ class McpEndpoint:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Check the session credential, then pass the request to the SDK's ASGI app."""
         presented = presented_credential(request.headers)
-        # A header that is not UTF-8 holds lone surrogates; it must compare unequal, not raise.
+        # A non-UTF-8 header contains lone surrogates, which must compare unequal, not raise.
         presented_bytes = (presented.encode("utf-8", "surrogateescape")
                            if presented is not None else None)
         if presented_bytes is None or not hmac.compare_digest(presented_bytes,
