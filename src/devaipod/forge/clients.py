@@ -11,7 +11,7 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
@@ -194,6 +194,7 @@ class GitHubClient(ForgeClient):
     """GitHub and GitHub Enterprise Server REST API v3."""
 
     kind: ForgeKind = "github"
+    comment_page_params: ClassVar[Mapping[str, str]] = {"per_page": "100"}
 
     async def repository(self, repo_path: str) -> RepositoryInfo:
         data = await self.get_json(f"/repos/{_quote_path(repo_path)}")
@@ -202,7 +203,7 @@ class GitHubClient(ForgeClient):
     async def issue(self, repo_path: str, number: int) -> IssueDetails:
         base = f"/repos/{_quote_path(repo_path)}/issues/{number}"
         data = await self.get_json(base)
-        comments = await self.get_all(f"{base}/comments", {"per_page": "100"})
+        comments = await self.get_all(f"{base}/comments", dict(self.comment_page_params))
         return _owner_repo_issue(data, comments)
 
     async def pull_request(self, repo_path: str, number: int) -> IssueDetails:
@@ -211,25 +212,11 @@ class GitHubClient(ForgeClient):
         return _with_branches(issue, pull, repo_path)
 
 
-class ForgejoClient(ForgeClient):
-    """Forgejo and Gitea REST API v1."""
+class ForgejoClient(GitHubClient):
+    """Forgejo and Gitea REST API v1: GitHub's paths for these reads, with its own paging."""
 
     kind: ForgeKind = "forgejo"
-
-    async def repository(self, repo_path: str) -> RepositoryInfo:
-        data = await self.get_json(f"/repos/{_quote_path(repo_path)}")
-        return RepositoryInfo(id=int(data["id"]), default_branch=str(data["default_branch"]))
-
-    async def issue(self, repo_path: str, number: int) -> IssueDetails:
-        base = f"/repos/{_quote_path(repo_path)}/issues/{number}"
-        data = await self.get_json(base)
-        comments = await self.get_all(f"{base}/comments", {"limit": "50"})
-        return _owner_repo_issue(data, comments)
-
-    async def pull_request(self, repo_path: str, number: int) -> IssueDetails:
-        issue = await self.issue(repo_path, number)
-        pull = await self.get_json(f"/repos/{_quote_path(repo_path)}/pulls/{number}")
-        return _with_branches(issue, pull, repo_path)
+    comment_page_params: ClassVar[Mapping[str, str]] = {"limit": "50"}
 
 
 class GitLabClient(ForgeClient):
