@@ -111,7 +111,7 @@ def parse_ip_literal(host: str) -> IPAddress | None:
         return None
     ipv4 = parse_ipv4_literal(text)
     if ipv4 is None:
-        raise InvalidHostError(f"host {host!r} ends in a number but is no valid IPv4 address")
+        raise InvalidHostError(f"host {host!r} ends in a number but is not a valid IPv4 address")
     return ipv4
 
 

@@ -41,7 +41,7 @@ def find_unpushed_commits(
         repo = workdir / "inspect.git"
         run_git(["init", "--quiet", "--bare", str(repo)])
         if not _copy_git_data(tar_path, repo):
-            log.warning("volume %s holds no git repository", code_volume)
+            log.warning("volume %s contains no git repository", code_volume)
             return []
 
         if source is not None:
