@@ -170,7 +170,7 @@ def status_command(name: str, as_json: bool) -> None:
     for container in status.containers:
         role = container.labels.get("devaipod.role", "?")
         output.result(f"container {role}: {container.name} ({container.state})")
-    for volume in status.volumes:
+    for volume in status.volumes or []:
         output.result(f"volume: {volume}")
 
 

@@ -67,8 +67,9 @@ class SessionStatus:
     agent: str
     workspace_folder: str
     containers: list[ContainerInfo]
-    volumes: list[str]
-    secrets: list[str]
+    volumes: list[str] | None
+    """None in `list`, which does not look volumes and secrets up (one call per secret)."""
+    secrets: list[str] | None
     agent_status: AgentStatus | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,7 +80,7 @@ class SessionStatus:
                 "running": self.agent_status.running,
                 "exitCode": self.agent_status.exit_code,
             }
-        return {
+        data: dict[str, Any] = {
             "session": self.session,
             "state": self.state.value,
             "source": self.source,
@@ -95,10 +96,13 @@ class SessionStatus:
                 }
                 for container in self.containers
             ],
-            "volumes": self.volumes,
-            "secrets": self.secrets,
             "agentProgram": agent_status,
         }
+        if self.volumes is not None:
+            data["volumes"] = self.volumes
+        if self.secrets is not None:
+            data["secrets"] = self.secrets
+        return data
 
 
 def list_sessions(engine: Engine) -> list[SessionStatus]:
@@ -108,7 +112,7 @@ def list_sessions(engine: Engine) -> list[SessionStatus]:
     statuses = []
     for name in names:
         own = [container for container in containers if container.labels[LABEL_SESSION] == name]
-        statuses.append(_status_from(engine, name, own, volumes=[], secrets=[], probe=False))
+        statuses.append(_status_from(engine, name, own, volumes=None, secrets=None, probe=False))
     return statuses
 
 
@@ -127,8 +131,8 @@ def _status_from(
     engine: Engine,
     session: str,
     containers: list[ContainerInfo],
-    volumes: list[str],
-    secrets: list[str],
+    volumes: list[str] | None,
+    secrets: list[str] | None,
     *,
     probe: bool,
 ) -> SessionStatus:

@@ -1,0 +1,46 @@
+"""Tests of session listing and status as `list --json` and `status --json` print them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devaipod.runtime.engine import ContainerInfo
+from devaipod.runtime.plan import LABEL_SESSION
+from devaipod.session.manage import list_sessions
+
+
+class _ListingEngine:
+    """An engine that only lists containers: `list` must need nothing else."""
+
+    def __init__(self, containers: list[ContainerInfo]) -> None:
+        self.containers = containers
+
+    def list_containers(self, labels: dict[str, str | None]) -> list[ContainerInfo]:
+        return self.containers
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"list_sessions called engine.{name}")
+
+
+def test_list_json_omits_unlooked_volumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVAIPOD_STATE_DIR", str(tmp_path))
+    agent = ContainerInfo(
+        id="1",
+        name="devaipod-demo-agent",
+        image="localhost/test",
+        state="running",
+        labels={LABEL_SESSION: "devaipod-demo", "devaipod.role": "agent"},
+    )
+    engine = _ListingEngine([agent])
+
+    [status] = list_sessions(engine)  # type: ignore[arg-type]
+    data = status.to_dict()
+
+    assert data["session"] == "devaipod-demo"
+    assert "volumes" not in data
+    assert "secrets" not in data
