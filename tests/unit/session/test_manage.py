@@ -1,4 +1,4 @@
-"""Tests of session listing and status as `list --json` and `status --json` print them."""
+"""Tests of session listing as `list --json` prints it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class _ListingEngine:
         raise AssertionError(f"list_sessions called engine.{name}")
 
 
-def test_list_json_omits_unlooked_volumes(
+def test_list_json_omits_volumes_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DEVAIPOD_STATE_DIR", str(tmp_path))
