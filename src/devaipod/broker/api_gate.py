@@ -351,8 +351,9 @@ class ApiGateService:
             await self._record_response(decision, host, status, reason, audit_kind)
             return _error(502, reason)
 
+        created = _created_fields(decision.operation, status, parsed)
         if not await self._record_response(decision, host, status, "forge response",
-                                          audit_kind):
+                                          audit_kind, created):
             if upstream.method == "GET":
                 return _error(503, "the broker cannot write its audit log")
         passed_headers = _response_headers(response_headers, gate.upstream, link_base, token)
@@ -377,11 +378,13 @@ class ApiGateService:
         )
 
     async def _record_response(self, decision: Decision, host: str, status: int | None,
-                               outcome: str, audit_kind: str) -> bool:
+                               outcome: str, audit_kind: str,
+                               created: Mapping[str, object] | None = None) -> bool:
         """Audit the forge's response; return False when the line cannot be written.
 
         A read gets its only line here (phase "complete", with the decision's reason),
-        a write its second line (phase "response").
+        a write its second line (phase "response"). `created` adds the ids and web URL
+        of what a create made (see `_created_fields`).
         """
         assert decision.upstream is not None
         is_read = decision.upstream.method == "GET"
@@ -392,6 +395,7 @@ class ApiGateService:
                 repository=decision.repository, path=decision.canonical_path, host=host,
                 method=decision.upstream.method, operation=decision.operation,
                 upstream_status=status, phase="complete" if is_read else "response",
+                **(created or {}),
             )
         except AuditWriteError as error:
             log.error("audit write failed after %s on %s: %s", decision.operation, host, error)
@@ -444,6 +448,31 @@ class _HttpFrontend:
         link_base = f"{request.scheme}://{request.host}{self._prefix}/{raw_host}"
         result = await self._service.execute(host, api_request, link_base=link_base)
         return _to_response(result)
+
+
+def _created_fields(operation: str, status: int, payload: object) -> dict[str, object]:
+    """Return the audit fields naming what a successful create made, from the forge's JSON.
+
+    A comment gets `comment_id` and `comment_url`, a pull or merge request
+    `pull_request_number` (GitLab's `iid`) and `pull_request_url`. A URL is the forge's
+    `html_url` (GitHub, Forgejo) or `web_url` (GitLab); GitLab notes carry neither.
+    """
+    if not 200 <= status < 300 or not isinstance(payload, dict):
+        return {}
+    url = payload.get("html_url", payload.get("web_url"))
+    web_url = url if isinstance(url, str) else None
+
+    if operation == "create-comment":
+        comment_id = payload.get("id")
+        if not isinstance(comment_id, int) or isinstance(comment_id, bool):
+            return {}
+        return {"comment_id": comment_id, "comment_url": web_url}
+    if operation == "create-pull-request":
+        number = payload.get("iid", payload.get("number"))
+        if not isinstance(number, int) or isinstance(number, bool):
+            return {}
+        return {"pull_request_number": number, "pull_request_url": web_url}
+    return {}
 
 
 def _upstream_url(forge: ForgeUpstream, upstream: UpstreamRequest) -> URL:

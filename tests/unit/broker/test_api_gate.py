@@ -18,6 +18,7 @@ from devaipod.broker.api_gate import (
     ApiGate,
     ApiGateService,
     ForgeUpstream,
+    _created_fields,
     create_api_app,
     prepare_gates,
 )
@@ -240,6 +241,39 @@ async def test_writes_audited_before_and_after(gate: GateUnderTest) -> None:
     assert entries[0]["operation"] == "create-comment"
     assert "upstream_status" not in entries[0]
     assert entries[1]["upstream_status"] == 201
+
+
+async def test_created_ids_and_urls_audited(gate: GateUnderTest) -> None:
+    _, comment = await gate.call("POST", gate.comments_path(), {"body": "hi"})
+    _, pull = await gate.call("POST", gate.pulls_path(), allowed_pull_request_body(gate.kind))
+
+    responses = [entry for entry in read_entries(gate.audit_path)
+                 if entry.get("phase") == "response"]
+
+    assert [entry["operation"] for entry in responses] == ["create-comment",
+                                                           "create-pull-request"]
+    assert responses[0]["comment_id"] == comment["id"]
+    assert responses[0].get("comment_url") == comment.get("html_url")
+    if gate.kind != "gitlab":
+        assert str(responses[0]["comment_url"]).endswith(f"#issuecomment-{comment['id']}")
+    number = pull["iid"] if gate.kind == "gitlab" else pull["number"]
+    assert responses[1]["pull_request_number"] == number
+    assert responses[1]["pull_request_url"] == pull.get("html_url", pull.get("web_url"))
+    assert str(number) in str(responses[1]["pull_request_url"])
+    assert "comment_id" not in responses[1]
+
+
+@pytest.mark.parametrize(("operation", "status", "payload"), [
+    ("create-comment", 422, {"id": 5, "html_url": "https://f/x#issuecomment-5"}),
+    ("create-comment", 201, {"id": "5"}),
+    ("create-comment", 201, {"id": True}),
+    ("create-comment", 201, ["not", "an", "object"]),
+    ("create-pull-request", 201, {"title": "no number"}),
+    ("update-comment", 200, {"id": 5, "html_url": "https://f/x#issuecomment-5"}),
+])
+def test_created_fields_skip_failed_creates(operation: str, status: int,
+                                            payload: object) -> None:
+    assert _created_fields(operation, status, payload) == {}
 
 
 async def test_denials_are_audited(gate: GateUnderTest) -> None:
