@@ -1,7 +1,8 @@
 """The environment handed to the agent: only variables the user allowed, never forge tokens.
 
-A host variable `DEVAIPOD_AGENT_FOO=x` reaches the agent as `FOO=x`. Names listed in
-the user's configuration are passed from the host environment under their own name.
+A host variable `DEVAIPOD_AGENT_FOO=x` reaches the agent as `FOO=x`. An allowlisted name
+takes the host's value, or the devcontainer's `remoteEnv`/`containerEnv` value when the
+host does not set it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ def agent_environment(
     *,
     fixed: Mapping[str, str] | None = None,
     withheld: Iterable[str] = (),
+    devcontainer_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the variables the agent receives.
 
-    The sources are `fixed` (the config file's `[env.vars]` and agent settings), the host
-    variables named in `allowed_names`, and `DEVAIPOD_AGENT_*`. Later sources win.
+    The sources are `fixed` (the config file's `[env.vars]` and agent settings), the
+    names in `allowed_names`, and `DEVAIPOD_AGENT_*`. Later sources win. An allowed name
+    takes its value from `host_env`, else from `devcontainer_env` (the devcontainer's
+    `containerEnv` overlaid with `remoteEnv`), so the devcontainer only fills names the
+    host does not set. Other `devcontainer_env` names never reach the agent.
 
     Raises UserError when a forge token would reach the agent, by name or by value, or when
     a name in `withheld` (the devcontainer's secrets) is requested. An error makes the
@@ -59,13 +64,20 @@ def agent_environment(
         selected[name] = value
         sources[name] = f"[env.vars] {name}"
 
+    devcontainer = devcontainer_env or {}
     for name in allowed_names:
         _check_name(name, source=f"allowed variable {name}")
         if name in host_env:
             selected[name] = host_env[name]
             sources[name] = f"allowed variable {name}"
+        elif name in devcontainer:
+            selected[name] = devcontainer[name]
+            sources[name] = f"allowed variable {name} (from devcontainer.json)"
         else:
-            log.info("allowed agent variable %s is not set on the host", name)
+            log.info(
+                "allowed agent variable %s is set neither on the host nor in devcontainer.json",
+                name,
+            )
 
     for host_name, value in host_env.items():
         if not host_name.startswith(AGENT_ENV_PREFIX) or host_name == AGENT_ENV_PREFIX:

@@ -9,7 +9,6 @@ import shlex
 from dataclasses import dataclass, field
 
 from devaipod.agents.adapters import TASK_ENV, AgentAdapter
-from devaipod.agents.env import FORGE_TOKEN_NAMES
 from devaipod.runtime.hardening import AgentLimits, AgentUser, agent_security_options
 from devaipod.runtime.plan import (
     LABEL_AGENT,
@@ -124,6 +123,7 @@ class PlanInputs:
     use_tmux: bool
     agent_image: str | None = None
     agent_env_names: tuple[str, ...] = ()
+    """The agent's variables from `agents.env.agent_environment`, each sent as a secret file."""
     limits: AgentLimits = AgentLimits()
     workspace_secrets: tuple[WorkspaceSecret, ...] = ()
 
@@ -186,10 +186,15 @@ def build_session_plan(inputs: PlanInputs) -> SessionPlan:
         inputs, code_volume, home_volume, secrets, shared_labels
     )
 
-    dropped = sorted(set(inputs.workspace.container_env) & FORGE_TOKEN_NAMES)
-    if dropped:
+    workspace_only = sorted(
+        {*inputs.workspace.container_env, *inputs.workspace.remote_env}
+        - set(inputs.agent_env_names)
+    )
+    if workspace_only:
         notes.append(
-            f"containerEnv {', '.join(dropped)} is given to the workspace only, not the agent"
+            f"containerEnv/remoteEnv {', '.join(workspace_only)} reach the workspace only. "
+            "A name listed in customizations.devaipod.envAllowlist or the config file's "
+            "[env] allowlist reaches the agent too, unless it is a forge token"
         )
 
     builds = (inputs.workspace.build,) if inputs.workspace.build else ()
@@ -307,11 +312,10 @@ def _agent_container(
     options.append(f"--volume={home_volume.name}:{user.home}")
     options.append(f"--workdir={config.workspace_folder}")
 
-    agent_env = {
-        name: value
-        for name, value in {**config.container_env, **config.remote_env}.items()
-        if name not in FORGE_TOKEN_NAMES
-    }
+    # Only devaipod's own variables travel as `--env`. The devcontainer's containerEnv and
+    # remoteEnv reach the agent only for allowlisted names, which arrive in
+    # `agent_env_names` and travel as secret files like every other agent variable.
+    agent_env: dict[str, str] = {}
     if inputs.task is not None:
         agent_env[TASK_ENV] = inputs.task
     agent_env[AGENT_COMMAND_ENV] = shlex.join(agent_command)

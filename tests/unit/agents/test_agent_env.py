@@ -86,3 +86,43 @@ def test_devcontainer_secret_value_rejected() -> None:
 
     with pytest.raises(UserError, match="PGPASS has the value of the devcontainer secret"):
         agent_environment(env, withheld=["DB_PASSWORD"])
+
+
+def test_devcontainer_env_needs_allowlist() -> None:
+    devcontainer = {"JAVA_HOME": "/opt/jdk", "NODE_ENV": "test"}
+
+    result = agent_environment({}, ["JAVA_HOME"], devcontainer_env=devcontainer)
+
+    assert result == {"JAVA_HOME": "/opt/jdk"}
+
+
+def test_host_value_beats_devcontainer_env() -> None:
+    env = {"MODEL": "from-host"}
+    devcontainer = {"MODEL": "from-devcontainer", "REGION": "eu"}
+
+    result = agent_environment(env, ["MODEL", "REGION"], devcontainer_env=devcontainer)
+
+    assert result == {"MODEL": "from-host", "REGION": "eu"}
+
+
+def test_prefixed_host_beats_devcontainer_env() -> None:
+    env = {"DEVAIPOD_AGENT_MODEL": "prefixed"}
+
+    result = agent_environment(env, ["MODEL"], devcontainer_env={"MODEL": "devcontainer"})
+
+    assert result == {"MODEL": "prefixed"}
+
+
+def test_devcontainer_forge_token_allowlisted_rejected() -> None:
+    with pytest.raises(UserError, match="would hand the forge token GITLAB_TOKEN") as caught:
+        agent_environment({}, ["GITLAB_TOKEN"], devcontainer_env={"GITLAB_TOKEN": "glpat-x"})
+
+    assert "forge tokens stay with the broker" in caught.value.render()
+    assert "glpat-x" not in caught.value.render()
+
+
+def test_devcontainer_token_value_rejected() -> None:
+    env = {"GH_TOKEN": "ghp_same"}
+
+    with pytest.raises(UserError, match="from devcontainer.json.*forge token GH_TOKEN"):
+        agent_environment(env, ["HELPER"], devcontainer_env={"HELPER": "ghp_same"})

@@ -136,14 +136,32 @@ def test_workspace_follows_devcontainer_settings(workspace: WorkspaceConfig) -> 
     assert "--cap-drop=ALL" not in options
 
 
-def test_forge_token_env_kept_from_agent() -> None:
+def test_devcontainer_env_kept_from_agent() -> None:
     plan = build_session_plan(make_inputs(workspace=WORKSPACE_MATRIX[1]))
     agent_env = plan.container(Role.AGENT).option_values("--env")
+    workspace_env = plan.container(Role.WORKSPACE).option_values("--env")
 
-    assert "FOO=bar" in agent_env
-    assert "EDITOR=vim" in agent_env
-    assert not any(value.startswith("GH_TOKEN=") for value in agent_env)
-    assert any("GH_TOKEN" in note for note in plan.notes)
+    names = [value.split("=", 1)[0] for value in agent_env]
+    assert names == ["HOME", "DEVAIPOD_TASK", AGENT_COMMAND_ENV]
+    assert "FOO=bar" in workspace_env
+    assert "GH_TOKEN=ghp_fake" in workspace_env
+    assert plan.remote_env == {"EDITOR": "vim"}
+    [note] = [note for note in plan.notes if note.startswith("containerEnv/remoteEnv")]
+    assert "EDITOR, FOO, GH_TOKEN reach the workspace only" in note
+
+
+def test_allowlisted_devcontainer_env_as_secret() -> None:
+    plan = build_session_plan(make_inputs(workspace=WORKSPACE_MATRIX[1], agent_env_names=("FOO",)))
+    agent = plan.container(Role.AGENT)
+
+    assert [secret.target_env for secret in plan.secrets] == ["FOO"]
+    assert (
+        "devaipod-demo-env-FOO,type=mount,uid=1000,gid=1000,mode=0400,target=DEVAIPOD_ENV_FOO"
+        in agent.option_values("--secret")
+    )
+    assert not any(value.startswith("FOO=") for value in agent.option_values("--env"))
+    [note] = [note for note in plan.notes if note.startswith("containerEnv/remoteEnv")]
+    assert "EDITOR, GH_TOKEN reach the workspace only" in note
 
 
 def test_every_object_has_session_label() -> None:
