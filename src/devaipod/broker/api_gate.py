@@ -383,11 +383,13 @@ class ApiGateService:
         """Audit the forge's response; return False when the line cannot be written.
 
         A read gets its only line here (phase "complete", with the decision's reason),
-        a write its second line (phase "response"). `created` adds the ids and web URL
-        of what a create made (see `_created_fields`).
+        a write its second line (phase "response"). The line names the comment an edit,
+        delete or minimise acted on, and `created` adds the ids and web URL of what a
+        create made (see `_created_fields`).
         """
         assert decision.upstream is not None
         is_read = decision.upstream.method == "GET"
+        ids: dict[str, object] = {"comment_id": decision.comment_id, **(created or {})}
         try:
             await self._write_audit(
                 kind=audit_kind, decision="allow",
@@ -395,7 +397,7 @@ class ApiGateService:
                 repository=decision.repository, path=decision.canonical_path, host=host,
                 method=decision.upstream.method, operation=decision.operation,
                 upstream_status=status, phase="complete" if is_read else "response",
-                **(created or {}),
+                **ids,
             )
         except AuditWriteError as error:
             log.error("audit write failed after %s on %s: %s", decision.operation, host, error)

@@ -263,6 +263,21 @@ async def test_created_ids_and_urls_audited(gate: GateUnderTest) -> None:
     assert "comment_id" not in responses[1]
 
 
+async def test_comment_edits_audit_comment_id(gate: GateUnderTest) -> None:
+    _, comment = await gate.call("POST", gate.comments_path(), {"body": "hi"})
+    method = "PUT" if gate.kind == "gitlab" else "PATCH"
+    await gate.call(method, gate.comment_path(comment["id"]), {"body": "edited"})
+    await gate.call("DELETE", gate.comment_path(comment["id"]))
+
+    responses = [entry for entry in read_entries(gate.audit_path)
+                 if entry.get("phase") == "response"]
+
+    assert [entry["operation"] for entry in responses] == [
+        "create-comment", "edit-comment", "delete-comment"]
+    assert [entry["comment_id"] for entry in responses] == [comment["id"]] * 3
+    assert [entry["upstream_status"] for entry in responses] == [201, 200, 204]
+
+
 @pytest.mark.parametrize(("operation", "status", "payload"), [
     ("create-comment", 422, {"id": 5, "html_url": "https://f/x#issuecomment-5"}),
     ("create-comment", 201, {"id": "5"}),
