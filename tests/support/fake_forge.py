@@ -107,8 +107,14 @@ class FakeForge:
         token: str = DEFAULT_TOKEN,
         login: str = DEFAULT_LOGIN,
         anonymous_reads: bool = False,
+        bind_host: str = "127.0.0.1",
+        web_root: str | None = None,
     ) -> None:
         self.kind: ForgeKind = kind
+        # The address to listen on: loopback, or a test host such as podman's bridge address.
+        self.bind_host = bind_host
+        # The web URL root to show in links, when the web side (git) is on another port.
+        self.web_root = web_root
         self.users: dict[str, str] = {token: login}  # token -> login
         self.token = token
         self.login = login
@@ -125,12 +131,12 @@ class FakeForge:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> FakeForge:
-        """Start serving on 127.0.0.1 at a free port."""
+        """Start serving on `bind_host` (127.0.0.1 unless given) at a free port."""
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.bind_host, 0)
         await site.start()
         address = self._runner.addresses[0]
         self.port = int(address[1])
@@ -156,23 +162,23 @@ class FakeForge:
     @property
     def host(self) -> str:
         """The `HOST:PORT` key of this forge, as in the config file's `[forges]` tables."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind_host}:{self.port}"
 
     @property
     def web_url(self) -> str:
         """The root of the forge's web URLs (issue and repository links)."""
-        return f"http://{self.host}"
+        return self.web_root or f"http://{self.host}"
 
     @property
     def api_url(self) -> str:
         """The REST API base URL: the root (GitHub), `/api/v4` (GitLab) or `/api/v1` (Forgejo)."""
         suffix = {"github": "", "gitlab": "/api/v4", "forgejo": "/api/v1"}[self.kind]
-        return f"{self.web_url}{suffix}"
+        return f"http://{self.host}{suffix}"
 
     @property
     def graphql_url(self) -> str:
         """GitHub's GraphQL endpoint."""
-        return f"{self.web_url}/graphql"
+        return f"http://{self.host}/graphql"
 
     def writes(self) -> list[RecordedRequest]:
         """Return the recorded requests whose method changes state."""

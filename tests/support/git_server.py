@@ -128,6 +128,8 @@ class GitHttpServer:
 
     root: Path
     token: str
+    bind_host: str = "127.0.0.1"
+    """The address to listen on: loopback, or a test host such as podman's bridge address."""
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -140,7 +142,7 @@ class GitHttpServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.bind_host}:{self.port}"
 
     def url(self, repo_name: str) -> str:
         """Return the clone URL of the repository `root/repo_name`."""
@@ -148,7 +150,7 @@ class GitHttpServer:
 
     def start(self) -> GitHttpServer:
         handler = _make_handler(self)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = http.server.ThreadingHTTPServer((self.bind_host, 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="git-http-backend-host", daemon=True
