@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devaipod.errors import DevaipodError
@@ -70,11 +70,14 @@ def run_git(
     cwd: Path | None = None,
     check: bool = True,
     keep_credentials: bool = False,
+    secret_config: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `git ARGS` with the safe settings and return the completed process.
 
     `keep_credentials` keeps the user's credential helpers, for clones of a remote URL
-    into a fresh directory that nothing untrusted has touched.
+    into a fresh directory that nothing untrusted has touched. `secret_config` contains
+    config values (an `http.<url>.extraHeader` with a token) given to this git process
+    only, through its environment: they are in no argv, no log line and no config file.
     """
     config = list(SAFE_CONFIG)
     if keep_credentials:
@@ -82,8 +85,14 @@ def run_git(
         config = _drop_dangling_c(config)
     argv = ["git", *config, *args]
     log.debug("running %s in %s", redact_url(" ".join(argv)), cwd)
+    env = safe_git_env()
+    if secret_config:
+        env["GIT_CONFIG_COUNT"] = str(len(secret_config))
+        for index, (key, value) in enumerate(secret_config.items()):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
     completed = subprocess.run(
-        argv, cwd=cwd, env=safe_git_env(), capture_output=True, text=True, check=False
+        argv, cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if check and completed.returncode != 0:
         raise GitError(

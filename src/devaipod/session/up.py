@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
 from devaipod.agents.adapters import AgentAdapter, resolve_agent
 from devaipod.agents.env import agent_environment
@@ -16,6 +19,7 @@ from devaipod.config import UserConfig, load_config
 from devaipod.errors import UserError
 from devaipod.runtime.apply import CreatedObjects, apply_resources, build_images
 from devaipod.runtime.engine import Engine
+from devaipod.runtime.hardening import AgentUser
 from devaipod.runtime.plan import CodeSource, Role, SessionPlan
 from devaipod.runtime.planner import LABEL_WORKSPACE_SECRETS, PlanInputs, build_session_plan
 from devaipod.session import gateway, lifecycle
@@ -76,6 +80,8 @@ class PreparedSession:
     source_dir: Path | None
     cloned: ClonedCode
     scratch: Path
+    home_files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """Files written into the agent's home volume before it starts (path relative to home)."""
 
     def cleanup(self) -> None:
         """Remove the host clone."""
@@ -126,20 +132,31 @@ def prepare_session(
         raise
 
 
-def _plan_session(
+@dataclass(frozen=True)
+class AgentSessionPlan:
+    """A session's plan without its gateway, and the facts a gateway needs to be added."""
+
+    plan: SessionPlan
+    secret_values: dict[str, bytes]
+    agent_user: AgentUser
+    allow: tuple[str, ...]
+    """Egress allowlist entries from the config file and devcontainer.json."""
+
+
+def plan_agent_session(
     request: UpRequest,
     engine: Engine,
     env: dict[str, str],
     settings: UserConfig,
     source: CodeSource,
-    source_dir: Path | None,
     name: str,
-    cloned: ClonedCode,
-    scratch: Path,
+    config_dir: Path,
     progress: Progress,
-) -> PreparedSession:
+) -> AgentSessionPlan:
+    """Resolve the devcontainer in `config_dir`, build its image, probe it and plan the session.
 
-    config_dir = source_dir if source_dir is not None else cloned.path
+    The plan has the workspace and the agent; `up` and `run` add their gateway to it.
+    """
     found = workspace_settings(config_dir, _hint(source), request.image, request.config, env)
     workspace = found.workspace
     customizations = found.customizations
@@ -201,6 +218,31 @@ def _plan_session(
         if secret.target_env is not None
     }
     secret_values.update(workspace_secret_values)
+    return AgentSessionPlan(
+        plan=plan,
+        secret_values=secret_values,
+        agent_user=agent_user,
+        allow=(*settings.network.allow, *customizations.allowedDomains),
+    )
+
+
+def _plan_session(
+    request: UpRequest,
+    engine: Engine,
+    env: dict[str, str],
+    settings: UserConfig,
+    source: CodeSource,
+    source_dir: Path | None,
+    name: str,
+    cloned: ClonedCode,
+    scratch: Path,
+    progress: Progress,
+) -> PreparedSession:
+    config_dir = source_dir if source_dir is not None else cloned.path
+    planned = plan_agent_session(request, engine, env, settings, source, name, config_dir, progress)
+    plan, secret_values = planned.plan, planned.secret_values
+    agent_user = planned.agent_user
+
     with_gateway = use_gateway(request, source_dir)
     network = gateway.resolve_network_mode(request.network, with_gateway=with_gateway)
     if with_gateway:
@@ -212,7 +254,7 @@ def _plan_session(
             clone=cloned.path,
             base_image=request.gateway_base_image,
             network=network,
-            allow=[*settings.network.allow, *customizations.allowedDomains],
+            allow=planned.allow,
             agent_uid=agent_user.uid,
             agent_gid=agent_user.gid,
             engine=engine,
@@ -283,6 +325,13 @@ def apply_session(
                 engine, code_volume, prepared.cloned, prepared.agent_uid, prepared.agent_gid
             )
             record.base_tips = list(prepared.cloned.base_tips)
+            if prepared.home_files:
+                home_volume = plan.volume("agent-home").name
+                progress(f"writing the agent's settings into volume {home_volume}")
+                _import_home_files(
+                    engine, home_volume, prepared.home_files, prepared.agent_uid,
+                    prepared.agent_gid, prepared.scratch,
+                )  # fmt: skip
 
             workspace = plan.container(Role.WORKSPACE)
             agent = plan.container(Role.AGENT)
@@ -314,6 +363,43 @@ def apply_session(
         raise
 
     return move_state(record, SessionState.RUNNING)
+
+
+def _import_home_files(
+    engine: Engine, volume: str, files: dict[str, bytes], uid: int, gid: int, scratch: Path
+) -> None:
+    """Write `files` (paths relative to the home) into `volume`, owned by `uid`:`gid`.
+
+    The files may hold the session credential, so the tar is private and removed at once.
+    """
+    tar_path = scratch / "agent-home.tar"
+    descriptor = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle, tarfile.open(fileobj=handle, mode="w") as tar:
+            directories: set[PurePosixPath] = set()
+            for relative in sorted(files):
+                path = PurePosixPath(relative)
+                if path.is_absolute() or ".." in path.parts:
+                    raise ValueError(f"home file {relative!r} is not a relative path")
+                for parent in reversed(path.parents[:-1]):
+                    if parent not in directories:
+                        directories.add(parent)
+                        tar.addfile(_tar_entry(str(parent), uid, gid, tarfile.DIRTYPE, 0o700))
+                content = files[relative]
+                entry = _tar_entry(str(path), uid, gid, tarfile.REGTYPE, 0o600)
+                entry.size = len(content)
+                tar.addfile(entry, io.BytesIO(content))
+        engine.import_volume(volume, tar_path)
+    finally:
+        tar_path.unlink(missing_ok=True)
+    log.info("wrote %d file(s) into the agent home volume %s", len(files), volume)
+
+
+def _tar_entry(name: str, uid: int, gid: int, kind: bytes, mode: int) -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(name)
+    entry.type, entry.mode, entry.uid, entry.gid = kind, mode, uid, gid
+    entry.mtime = int(time.time())
+    return entry
 
 
 def _run_initialize(plan: SessionPlan, source_dir: Path | None, progress: Progress) -> None:
