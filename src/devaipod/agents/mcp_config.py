@@ -185,6 +185,46 @@ def mcp_config_for(agent: str, endpoint: McpEndpointInfo) -> AgentMcpConfig | No
     return builder(endpoint)
 
 
+def claude_user_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
+    """Return `~/.claude.json` with the server in its top-level `mcpServers` (user scope).
+
+    Claude Code asks for approval only for project-scope servers (`.mcp.json`). It also
+    keeps its own state in this file, so this one suits only a fresh agent home.
+    NOTE: not checked against a Claude Code binary here; the layout is the one that
+    `claude mcp add --scope user` writes.
+    """
+    project = claude_mcp_config(endpoint)
+    return AgentMcpConfig(agent="claude", path="~/.claude.json", format="json",
+                          data=project.data, text=project.text, command=project.command)
+
+
+def claude_tool_permissions(endpoint: McpEndpointInfo) -> AgentMcpConfig:
+    """Return `~/.claude/settings.json` allowing every tool of the broker's MCP server.
+
+    A headless `claude --print` denies a tool call that needs approval, and the rule
+    `mcp__<server>` allows all of that server's tools.
+    """
+    data: dict[str, Any] = {"permissions": {"allow": [f"mcp__{endpoint.server_name}"]}}
+    return AgentMcpConfig(agent="claude", path="~/.claude/settings.json", format="json",
+                          data=data, text=_json_text(data))
+
+
+def agent_home_files(agent: str, endpoint: McpEndpointInfo) -> dict[str, bytes]:
+    """Return the files that register the broker's MCP server in `agent`'s home directory.
+
+    Keys are paths relative to the home, values the file contents. Agents without an MCP
+    client (aider) and custom agent commands get {}. The files are meant for an agent
+    home that has none of them yet: each replaces the whole file.
+    """
+    if agent == "claude":
+        configs = [claude_user_mcp_config(endpoint), claude_tool_permissions(endpoint)]
+    else:
+        builder = MCP_CONFIG_BUILDERS.get(agent)
+        config = builder(endpoint) if builder is not None else None
+        configs = [config] if config is not None else []
+    return {config.path.removeprefix("~/"): config.text.encode() for config in configs}
+
+
 def _json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 

@@ -16,6 +16,7 @@ from devaipod.agents.mcp_config import (
     AIDER_NO_MCP,
     MCP_CONFIG_BUILDERS,
     McpEndpointInfo,
+    agent_home_files,
     broker_mcp_url,
     claude_mcp_add_command,
     claude_mcp_config,
@@ -149,3 +150,76 @@ def test_snippets_round_trip_any_values(credential: str, name: str) -> None:
         config = mcp_config_for(agent, endpoint)
         assert config is not None
         assert parse(config.text, config.format) == config.data
+
+
+def _parse_home_file(path: str, content: bytes) -> Any:
+    suffix = path.rsplit(".", 1)[1]
+    return parse(content.decode(), {"json": "json", "toml": "toml", "yaml": "yaml"}[suffix])
+
+
+def test_home_files_opencode_remote_server() -> None:
+    files = agent_home_files("opencode", ENDPOINT)
+
+    assert list(files) == [".config/opencode/opencode.json"]
+    server = _parse_home_file(*next(iter(files.items())))["mcp"]["devaipod"]
+    assert server["type"] == "remote"
+    assert server["url"] == URL
+    assert server["headers"] == {"Authorization": BEARER}
+    assert server["enabled"] is True
+
+
+def test_home_files_claude_user_scope() -> None:
+    files = agent_home_files("claude", ENDPOINT)
+
+    assert sorted(files) == [".claude.json", ".claude/settings.json"]
+    user = _parse_home_file(".claude.json", files[".claude.json"])
+    assert user["mcpServers"]["devaipod"] == {
+        "type": "http", "url": URL, "headers": {"Authorization": BEARER}}
+    assert "projects" not in user
+    settings = _parse_home_file(".claude/settings.json", files[".claude/settings.json"])
+    assert settings["permissions"]["allow"] == ["mcp__devaipod"]
+
+
+def test_home_files_codex_toml_table() -> None:
+    files = agent_home_files("codex", ENDPOINT)
+
+    assert list(files) == [".codex/config.toml"]
+    server = _parse_home_file(".codex/config.toml", files[".codex/config.toml"])
+    assert server["mcp_servers"]["devaipod"] == {
+        "url": URL, "http_headers": {"Authorization": BEARER}}
+
+
+def test_home_files_goose_extension() -> None:
+    files = agent_home_files("goose", ENDPOINT)
+
+    assert list(files) == [".config/goose/config.yaml"]
+    extension = _parse_home_file(".config/goose/config.yaml",
+                                 files[".config/goose/config.yaml"])["extensions"]["devaipod"]
+    assert extension["type"] == "streamable_http"
+    assert extension["uri"] == URL
+    assert extension["headers"] == {"Authorization": BEARER}
+    assert extension["enabled"] is True
+
+
+@pytest.mark.parametrize("agent", ["aider", "command", "sh -c 'make test'"])
+def test_home_files_empty_without_mcp(agent: str) -> None:
+    assert agent_home_files(agent, ENDPOINT) == {}
+
+
+def test_home_files_paths_stay_in_home() -> None:
+    for agent in ADAPTERS:
+        for path in agent_home_files(agent, ENDPOINT):
+            assert not path.startswith(("/", "~"))
+            assert ".." not in path.split("/")
+
+
+@given(credential=st.text(min_size=1, max_size=40),
+       name=st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True))
+def test_home_files_parse_any_values(credential: str, name: str) -> None:
+    endpoint = McpEndpointInfo(url=URL, credential=credential, server_name=name)
+    for agent in ("opencode", "claude", "codex", "goose"):
+        for path, content in agent_home_files(agent, endpoint).items():
+            text = json.dumps(_parse_home_file(path, content))
+            assert json.dumps(name)[1:-1] in text
+            if not path.endswith("settings.json"):
+                assert json.dumps(f"Bearer {credential}") in text
