@@ -1,8 +1,7 @@
 """The scripted agent of the `run` e2e tests, on the host against the standalone broker.
 
-Checks the test's own machinery without `run`: the forge host on podman's bridge
-address, the seeded repository and issue, and each step of the scripted agent,
-whose allowed steps must reach the fake forge and whose forbidden ones must not.
+Checks the forge host on podman's bridge address and each step of the scripted agent
+without `run`. Allowed steps must reach the fake forge, and forbidden ones must not.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def host(request: pytest.FixtureRequest, tmp_path: Path, test_image: str,
 
 @pytest.fixture
 def broker_url(host: ForgeHost, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """Run `devaipod broker` on 127.0.0.1 for issue 1; yield (URL, credential, audit log)."""
+    """Run `devaipod broker` on 127.0.0.1 for the host's issue; yield URL, credential, audit log."""
     config = parse_config(host.config_file.read_text(), "test config")
     scope_file = tmp_path / "scope.yaml"
     scope_file.write_text(dump_scope(derive_scope(parse_forge_url(host.issue_url(), config))))
@@ -79,7 +78,7 @@ def broker_url(host: ForgeHost, tmp_path: Path) -> Iterator[tuple[str, str, Path
             process.wait()
 
 
-def test_scripted_agent_through_standalone_broker(
+def test_scripted_agent_standalone_broker(
     host: ForgeHost, broker_url: tuple[str, str, Path], tmp_path: Path
 ) -> None:
     url, credential, audit_log = broker_url
@@ -115,7 +114,7 @@ def test_scripted_agent_through_standalone_broker(
     result = json.loads((clone / AGENT_RESULT).read_text())
     steps = {step["step"]: step for step in result["steps"]}
 
-    # Allowed steps reached the forge; the branch arrived upstream.
+    # Allowed steps reached the forge, and the branch arrived upstream.
     assert steps["push"]["exit_code"] == 0, steps["push"]
     assert list_refs(host.bare_repo)[f"refs/heads/{TARGET_BRANCH}"] == steps["commit"]["oid"]
     assert steps["rest-comment"]["status"] == 201
@@ -130,7 +129,7 @@ def test_scripted_agent_through_standalone_broker(
     else:
         assert steps["pr"]["status"] == 201, steps["pr"]
         assert steps["second-pr"]["is_error"]
-    # Forbidden steps were refused.
+    # Forbidden steps were denied.
     for name in ("rest-non-draft-pr", "rest-pr-from-default-branch",
                  "rest-comment-other-issue", "rest-read-other-issue",
                  "rest-edit-foreign-comment", "rest-sudo"):
@@ -143,7 +142,7 @@ def test_scripted_agent_through_standalone_broker(
         assert steps[name]["exit_code"] != 0, steps[name]
     assert list_refs(host.bare_repo)["refs/heads/main"] == main_before
     assert "refs/heads/other" not in list_refs(host.bare_repo)
-    # On the host nothing isolates the agent: the direct probes connect, which shows
+    # Nothing isolates an agent on the host, so the direct probes connect. This shows
     # that they can tell a reachable forge from an unreachable one.
     assert steps["direct-0"]["tcp"] == "connected"
     assert steps["direct-1"]["tcp"] == "connected"

@@ -1,10 +1,9 @@
 """A fake forge host for `run` e2e tests: REST API and git upstream on podman's bridge address.
 
-`forge_host(kind, root, image)` starts a sleeper container so that the host's address
-on podman's default bridge exists, binds a `FakeForge` (the API) and a `GitHttpServer`
-(the git side, `http://ADDR:PORT/<repo>.git`) to that address only, seeds a repository,
-issues, a foreign comment and a pull request, and writes a config file declaring the
-host with its kind and `api_url`.
+`forge_host(kind, root, image)` starts a sleeper container, so that the host's address
+on podman's default bridge exists. It binds a `FakeForge` (the API) and a
+`GitHttpServer` (the git side) to that address only, seeds the forge, and writes a
+config file that declares the host with its kind and `api_url`.
 """
 
 from __future__ import annotations
@@ -30,20 +29,20 @@ REPO_PATHS: dict[ForgeKind, str] = {
     "forgejo": "octo/hello",
 }
 API_SUFFIX: dict[ForgeKind, str] = {"github": "", "gitlab": "/api/v4", "forgejo": "/api/v1"}
-# The host's variable `forge/tokens.discover_token` reads for a forge of each kind that
-# is not github.com.
+# The variable that `forge.tokens.discover_token` reads on the host for a forge of each
+# kind on a host other than github.com.
 TOKEN_VARIABLES: dict[ForgeKind, str] = {
     "github": "GH_ENTERPRISE_TOKEN",
     "gitlab": "GITLAB_TOKEN",
     "forgejo": "FORGEJO_TOKEN",
 }
-# Every variable a forge token could hide in; none may reach the agent.
+# Every variable that may contain a forge token. None of them may reach the agent.
 FORGE_TOKEN_VARIABLES = (
     "DEVAIPOD_FORGE_TOKEN", "GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN",
     "GITHUB_ENTERPRISE_TOKEN", "GITLAB_TOKEN", "FORGEJO_TOKEN", "GITEA_TOKEN",
 )  # fmt: skip
-# Forge tokens of these tests start with this, so that a scan can find one without
-# knowing it: the scripted agent searches for it followed by 32 hex digits.
+# The prefix of these tests' forge tokens. The scripted agent searches for it followed by
+# 32 hex digits, so it finds a token without knowing its value.
 TOKEN_PREFIX = "e2eforgetoken"
 SLEEPER_PREFIX = "devaipod-e2e-bridge-"
 
@@ -102,7 +101,7 @@ def _wait_for_address(address: str) -> None:
 
 @dataclass
 class ForgeHost:
-    """One fake forge of `kind` and its git upstream, seeded for a `run` session on issue 1."""
+    """A fake forge of `kind` and its git upstream, seeded for a `run` session on `issue`."""
 
     kind: ForgeKind
     address: str
@@ -142,7 +141,7 @@ class ForgeHost:
         return self.forge.repos[self.repo_path.lower()].id
 
     def issue_url(self, number: int | None = None) -> str:
-        """Return the web URL of issue `number` (issue 1 unless given)."""
+        """Return the web URL of issue `number` (the session's issue unless given)."""
         section = "-/issues" if self.kind == "gitlab" else "issues"
         return f"{self.web_url}/{self.repo_path}/{section}/{number or self.issue}"
 
@@ -172,9 +171,9 @@ def forge_host(
 ) -> Iterator[ForgeHost]:
     """Serve a seeded fake forge of `kind` with its git upstream on podman's bridge address.
 
-    `root` receives the bare repositories and the config file; `files` are the seeded
-    repository's files on its default branch `main`. Seeded state: issue 1 (the
-    session's), issue 2 (another issue), a comment by another user on issue 1, and a
+    `root` receives the bare repositories and the config file, and `files` are the
+    repository's files on its default branch `main`. The forge gets the session's
+    issue, another issue, a comment by another user on the session's issue, and a
     pull request by another user from branch `feature`.
     """
     token = new_forge_token()

@@ -1,9 +1,9 @@
 """A scripted agent for `run` e2e tests: delivers through the broker, then tries what it must not.
 
-Runs inside the agent container as `python3 scripted_agent.py` (standard library only).
-It reads its parameters from `devaipod-agent.json` in the working directory, records the
-raw outcome of every step (HTTP status, git exit code, MCP error flag) and writes them as
-JSON to the parameters' `result_file`; the test decides what each outcome means.
+Runs inside the agent container with the standard library only, and reads its
+parameters from `devaipod-agent.json` in the working directory. It writes the raw outcome
+of every step (HTTP status, git exit code, MCP error flag) as JSON to the parameters'
+`result_file`, and the test decides what each outcome means.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 PARAMS_FILE = "devaipod-agent.json"
 RESULT_MARKER = "DEVAIPOD-SCRIPTED-AGENT-RESULT "
 MCP_PROTOCOL_VERSION = "2025-06-18"
-# Variables a forge token could be passed in; the agent must see none of them.
+# Variables that may contain a forge token. The agent must see none of them.
 TOKEN_VARIABLES = (
     "DEVAIPOD_FORGE_TOKEN", "GH_TOKEN", "GITHUB_TOKEN", "GH_ENTERPRISE_TOKEN",
     "GITHUB_ENTERPRISE_TOKEN", "GITLAB_TOKEN", "FORGEJO_TOKEN", "GITEA_TOKEN",
@@ -31,7 +31,7 @@ TOKEN_VARIABLES = (
 TIMEOUT_SECONDS = 20.0
 
 Json = dict[str, Any]
-# Requests to the broker go straight to 127.0.0.1, never through an egress proxy.
+# An opener without proxies: requests to the broker on 127.0.0.1 skip the egress proxy.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -143,7 +143,7 @@ class Agent:
     # --- MCP by hand ------------------------------------------------------------------
 
     def mcp_post(self, payload: Json) -> tuple[int | None, list[Json]]:
-        """POST one JSON-RPC message to the MCP endpoint; return the status and messages."""
+        """POST one JSON-RPC message to the MCP endpoint and return the status and messages."""
         headers = {
             "Authorization": f"Bearer {self.credential}",
             "Content-Type": "application/json",
@@ -179,7 +179,7 @@ class Agent:
         return status, {}
 
     def mcp_start(self) -> None:
-        """initialize, then notifications/initialized; record both."""
+        """Send initialize, then notifications/initialized and tools/list, and record them."""
         status, response = self.mcp_request("initialize", {
             "protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {},
             "clientInfo": {"name": "devaipod-scripted-agent", "version": "1.0"},
@@ -213,7 +213,7 @@ class Agent:
     # --- the script -------------------------------------------------------------------
 
     def run(self) -> None:
-        """Deliver, then try each forbidden operation; never stop at a failing step."""
+        """Deliver, then try each forbidden operation, continuing after any failed step."""
         params = self.params
         issue, other = int(params["issue"]), int(params["other_issue"])
         self.record("environment", transport="env",
@@ -234,7 +234,8 @@ class Agent:
                           {"comment_id": mcp_comment["id"], "body": "Done (MCP)."})
         self.mcp_tool("mcp-read-issue", "get_issue", {})
 
-        # Denied before the allowed pull request: a non-draft one.
+        # Denied, and sent before the allowed pull request so that the limit of one does
+        # not decide: a non-draft pull request and one from the default branch.
         self.rest("rest-non-draft-pr", "POST", self.pull_request_api(),
                   self.pull_request_body("Greet the reader", draft=False))
         self.rest("rest-pr-from-default-branch", "POST", self.pull_request_api(),
@@ -290,7 +291,7 @@ class Agent:
             tcp = f"failed: {type(error).__name__}: {error}"
         proxied: int | str | None = None
         if any(self.env.get(name) for name in ("http_proxy", "HTTP_PROXY")):
-            # The egress proxy, if any, must refuse it too.
+            # The egress proxy, when there is one, must deny it too.
             opener = urllib.request.build_opener()
             try:
                 with opener.open(url, timeout=TIMEOUT_SECONDS) as response:
@@ -302,7 +303,7 @@ class Agent:
         self.record(name, transport="direct", url=url, tcp=tcp, via_proxy=proxied)
 
     def look_for_tokens(self) -> None:
-        """Record forge-token variables, and every place a token-shaped value can be read."""
+        """Record the forge token variables and every place where a token value is readable."""
         pattern = self.params["token_prefix"] + "[0-9a-f]{32}"
         variables = sorted(name for name in TOKEN_VARIABLES if name in self.env)
         in_env = [name for name, value in self.env.items() if re.search(pattern, value)]
@@ -329,7 +330,7 @@ class Agent:
 
 def http(method: str, url: str, body: object, headers: dict[str, str]
          ) -> tuple[int | None, bytes]:
-    """Send one request without any proxy; return (status or None, body)."""
+    """Send one request without a proxy and return the status (None on failure) and body."""
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -375,7 +376,7 @@ def main() -> int:
     error = None
     try:
         agent.run()
-    except Exception as caught:  # the result file must be written whatever failed
+    except Exception as caught:  # The result file is written whatever failed.
         error = f"{type(caught).__name__}: {caught}"
     result = {"steps": agent.steps, "error": error}
     Path(params["result_file"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
