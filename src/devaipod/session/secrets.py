@@ -60,4 +60,7 @@ def resolve_workspace_secrets(
 
 def _store_has(engine: Engine, name: str) -> bool:
     # `secret inspect` prints the secret's metadata, never its value.
+    # NOTE: podman only. Docker keeps secrets for swarm services alone: `docker run` has no
+    # `--secret` option and a secret's value cannot be read back, so a docker engine must
+    # skip this lookup and take the value from the host environment.
     return engine.run_engine(["secret", "inspect", name], check=False).returncode == 0
