@@ -192,6 +192,7 @@ def plan_agent_session(
         [*settings.env.allowlist, *customizations.envAllowlist],
         fixed={**settings.env.vars, **(agent_settings.env if agent_settings else {})},
         withheld=workspace.secrets,
+        devcontainer_env={**workspace.container_env, **workspace.remote_env},
     )
     workspace_secrets, workspace_secret_values = resolve_workspace_secrets(
         engine, name, workspace.secrets, env
