@@ -1,6 +1,7 @@
 """What reaches the agent on real podman: allowed variables only, never forge tokens or secrets.
 
-devcontainer.json secrets reach the workspace (lifecycle commands and `exec`), as files.
+devcontainer.json secrets reach the workspace (lifecycle commands and `exec`), as files, and
+its containerEnv and remoteEnv reach the agent only for allowlisted names.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def test_agent_gets_key_not_tokens_or_secrets(
     host_value = f"host-{secrets.token_hex(16)}"
     api_key = f"sk-{secrets.token_hex(16)}"
     gh_token = f"ghp_{secrets.token_hex(16)}"
+    workspace_value = f"container-env-{secrets.token_hex(8)}"
+    remote_value = f"remote-env-{secrets.token_hex(8)}"
+    tool_home = f"/opt/tool-{secrets.token_hex(8)}"
     repo = project_with_config(
         tmp_path,
         {
@@ -119,6 +123,10 @@ def test_agent_gets_key_not_tokens_or_secrets(
             "postCreateCommand": f'printf "%s\\n" "${store_name}" "$HOST_SECRET" '
             "> /tmp/lifecycle-secrets",
             "postStartCommand": f'echo "${store_name}" >> /tmp/start-secrets',
+            # Only TOOL_HOME is allowlisted, so only it reaches the agent.
+            "containerEnv": {"PROJECT_MODE": workspace_value, "TOOL_HOME": tool_home},
+            "remoteEnv": {"REMOTE_MODE": remote_value},
+            "customizations": {"devaipod": {"envAllowlist": ["TOOL_HOME"]}},
         },
     )
     up_env = {
@@ -127,6 +135,18 @@ def test_agent_gets_key_not_tokens_or_secrets(
         "GH_TOKEN": gh_token,
         "HOST_SECRET": host_value,
     }
+
+    # The plan that --dry-run prints names the secrets, never their values.
+    for output_format in (["--json"], []):
+        planned = run_devaipod(
+            "up", str(repo), "--name", session_name, "--dry-run", *output_format,
+            "--agent", "sh -c 'env > /tmp/agent-env'", "x",
+            env=up_env, timeout=600,
+        ).stdout  # fmt: skip
+        assert f"{session_name}-env-OPENAI_API_KEY" in planned
+        for value in (api_key, gh_token, store_value, host_value, "http://devaipod:"):
+            assert value not in planned, value
+    assert labelled_objects(session_name) == NO_OBJECTS
 
     run_devaipod(
         "up", str(repo), "--name", session_name, "--gateway",
@@ -137,15 +157,36 @@ def test_agent_gets_key_not_tokens_or_secrets(
     agent = f"{session_name}-agent"
     workspace = f"{session_name}-workspace"
 
-    assert f"OPENAI_API_KEY={api_key}" in podman("exec", agent, "cat", "/tmp/agent-env").stdout
+    agent_env = podman("exec", agent, "cat", "/tmp/agent-env").stdout.splitlines()
+    assert f"OPENAI_API_KEY={api_key}" in agent_env
+    assert f"TOOL_HOME={tool_home}" in agent_env
+    assert not [line for line in agent_env if line.startswith(("PROJECT_MODE=", "REMOTE_MODE="))]
     for value in (gh_token, store_value, host_value):
         assert agent_reads(agent, value) == []
+    # Not in the agent's environment, only in the project's own devcontainer.json.
+    devcontainer_json = "file /workspaces/project/.devcontainer/devcontainer.json"
+    for value in (workspace_value, remote_value):
+        assert agent_reads(agent, value) == [devcontainer_json]
+    # The session credential is inside the agent's proxy variables, as files, never options.
+    credential = podman(
+        "exec", f"{session_name}-gateway", "cat", f"/run/secrets/{session_name}-broker-credential"
+    ).stdout.strip()
+    assert len(credential) >= 32
     containers = labelled_objects(session_name)["containers"]
-    assert {agent, workspace, f"{session_name}-gateway"} <= set(containers)
+    assert {agent, workspace, f"{session_name}-gateway", f"{session_name}-relay"} <= set(
+        containers
+    )
     for container in containers:
         inspect = podman("container", "inspect", container).stdout
-        for value in (api_key, gh_token, store_value, host_value):
+        for value in (api_key, gh_token, store_value, host_value, credential):
             assert value not in inspect, container
+    agent_inspect = podman("container", "inspect", agent).stdout
+    for value in (workspace_value, remote_value, tool_home):
+        assert value not in agent_inspect
+    # containerEnv is the workspace's environment, and remoteEnv that of `exec`.
+    assert f"PROJECT_MODE={workspace_value}" in podman("exec", workspace, "env").stdout
+    remote = run_devaipod("exec", session_name, "--", "sh", "-c", "echo $REMOTE_MODE", env=env)
+    assert remote.stdout.strip() == remote_value
     # The workspace's lifecycle command and `devaipod exec` both see the declared secrets.
     lifecycle = podman("exec", workspace, "cat", "/tmp/lifecycle-secrets").stdout
     assert lifecycle.split() == [store_value, host_value]
