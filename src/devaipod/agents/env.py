@@ -43,6 +43,7 @@ def agent_environment(
     fixed: Mapping[str, str] | None = None,
     withheld: Iterable[str] = (),
     devcontainer_env: Mapping[str, str] | None = None,
+    broker_tokens: Iterable[str] = (),
 ) -> dict[str, str]:
     """Return the variables the agent receives.
 
@@ -53,7 +54,9 @@ def agent_environment(
     host does not set. Other `devcontainer_env` names never reach the agent.
 
     Raises UserError when a forge token would reach the agent, by name or by value, or when
-    a name in `withheld` (the devcontainer's secrets) is requested. An error makes the
+    a name in `withheld` (the devcontainer's secrets) is requested. The forge token values
+    are those of the host's token variables and `broker_tokens`, the tokens the broker
+    holds wherever they were found (an engine secret, the forge CLI's login). An error makes the
     mistake visible instead of silently dropping the variable. The message names the
     variable, never its value.
     """
@@ -90,6 +93,9 @@ def agent_environment(
     token_values = {
         host_env[name]: name for name in sorted(FORGE_TOKEN_NAMES) if host_env.get(name)
     }
+    for token in broker_tokens:
+        if token:
+            token_values.setdefault(token, "that the broker holds")
     secret_values = {
         host_env[name]: name for name in sorted(withheld_names) if host_env.get(name)
     }

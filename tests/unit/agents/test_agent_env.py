@@ -126,3 +126,16 @@ def test_devcontainer_token_value_rejected() -> None:
 
     with pytest.raises(UserError, match="from devcontainer.json.*forge token GH_TOKEN"):
         agent_environment(env, ["HELPER"], devcontainer_env={"HELPER": "ghp_same"})
+
+
+def test_broker_held_token_value_rejected() -> None:
+    env = {"DEVAIPOD_AGENT_HELPER": "tok-from-cli"}
+
+    with pytest.raises(UserError, match="HELPER has the value of the forge token that the broker"):
+        agent_environment(env, broker_tokens=["tok-from-cli"])
+
+
+def test_broker_tokens_other_values_pass() -> None:
+    env = {"DEVAIPOD_AGENT_HELPER": "harmless"}
+
+    assert agent_environment(env, broker_tokens=["tok-from-cli", ""]) == {"HELPER": "harmless"}
