@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import aiohttp
 import pytest
 
-from devaipod.forge.clients import Comment, IssueDetails
+from devaipod.config import ForgeKind, parse_config
+from devaipod.forge.clients import Comment, IssueDetails, client_for
+from devaipod.forge.tokens import ForgeToken
 from devaipod.forge.urls import ForgeUrl, parse_forge_url
 from devaipod.session.task_prompt import (
     MAX_BODY_CHARS,
@@ -14,6 +17,7 @@ from devaipod.session.task_prompt import (
     MCP_TOOLS,
     build_task_prompt,
 )
+from support.fake_forge import FakeForge
 
 ISSUE_URL = "https://github.com/octo/hello/issues/7"
 PULL_URL = "https://github.com/octo/hello/pull/8"
@@ -190,3 +194,33 @@ def test_prompt_says_other_operations_denied(mcp: bool) -> None:
 def test_prompt_quotes_branch_for_shell() -> None:
     prompt = _prompt(item=_issue(), branch="devaipod/it's")
     assert "-d '{\"head\": \"devaipod/it'\"'\"'s\", \"base\": \"main\"" in prompt
+
+
+@pytest.mark.parametrize("kind", ["github", "gitlab", "forgejo"])
+async def test_prompt_from_fake_forge_issue(kind: ForgeKind) -> None:
+    repo = {"github": "octo/hello", "gitlab": "group/sub/hello", "forgejo": "octo/hello"}[kind]
+    async with FakeForge(kind) as forge, aiohttp.ClientSession() as http:
+        forge.add_repo(repo)
+        forge.add_issue(repo, "Crash on start", "Steps to reproduce", labels=["bug", "p1"])
+        forge.add_comment(repo, 1, "Seen on arm64 too", author="bob")
+        config = parse_config(
+            f'[forges."{forge.host}"]\nkind = "{kind}"\napi_url = "{forge.api_url}"\n', "t")
+        section = "-/issues" if kind == "gitlab" else "issues"
+        forge_url = parse_forge_url(f"{forge.web_url}/{repo}/{section}/1", config)
+        settings = config.forge_settings(forge.host)
+        assert settings is not None
+        client = client_for(forge_url, settings, ForgeToken(forge.token, "test"), http)
+        item = await client.item(forge_url)
+
+    prompt = build_task_prompt(forge_url, item, None, branch="devaipod/issue-1",
+                               base_branch="main", mcp=False)
+    data = _fenced(prompt)
+
+    assert "Title: Crash on start" in data
+    assert "Labels: bug, p1" in data
+    assert "Author: alice" in data
+    assert "Steps to reproduce" in data
+    assert "by bob" in data
+    assert "Seen on arm64 too" in data
+    assert f"URL: {forge_url.item_url}" in data
+    assert forge.token not in prompt
