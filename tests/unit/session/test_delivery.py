@@ -260,4 +260,4 @@ async def test_summary_of_real_broker_session(session: Session) -> None:
     url = pull["web_url"] if session.kind == "gitlab" else pull["html_url"]
     assert delivery.pull_requests == [PullRequest(number, url)]
     assert [p.number for p in session.forge.pull_requests(REPO[session.kind])] == [number]
-    assert delivery.denied == 2  # the push to main and the comment on issue 2
+    assert delivery.denied == 2  # the push to main, the comment on the other issue

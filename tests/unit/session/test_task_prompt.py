@@ -57,7 +57,7 @@ def test_prompt_puts_human_task_first() -> None:
     assert prompt.index("Only change the French") < prompt.index("Fix the greeting")
 
 
-def test_prompt_quotes_issue_title_body_labels_url() -> None:
+def test_prompt_quotes_issue_fields() -> None:
     comments = [Comment(id=11, author="bob", body="Also the Spanish one.",
                         created_at="2026-12-01T10:00:00Z")]
     data = _fenced(_prompt(item=_issue(comments=comments)))
@@ -98,7 +98,7 @@ def test_prompt_gitlab_uses_encoded_project_notes() -> None:
     assert '"source_branch": "devaipod/issue-3", "target_branch": "main"' in prompt
 
 
-def test_prompt_gitlab_merge_request_has_no_create() -> None:
+def test_prompt_gitlab_merge_request_no_create() -> None:
     prompt = _prompt(GITLAB_MR_URL, item=_issue(4, pull=True), branch="feature")
     assert "merge request !4" in prompt
     assert "/merge_requests/4/notes" in prompt
@@ -111,7 +111,7 @@ def test_prompt_forgejo_uses_repos_paths() -> None:
     assert "$DEVAIPOD_FORGE_API_URL/repos/octo/hello/issues/5/comments" in prompt
 
 
-def test_prompt_pull_request_only_pushes_and_comments() -> None:
+def test_prompt_pull_request_pushes_comments() -> None:
     prompt = _prompt(PULL_URL, item=_issue(8, pull=True), branch="feature")
     assert "Work on pull request #8" in prompt
     assert "on the branch `feature`" in prompt
@@ -149,7 +149,10 @@ def test_prompt_marker_changes_with_data() -> None:
 def test_prompt_strips_control_and_bidi_characters() -> None:
     prompt = _prompt(item=_issue(title="Fix\x1b[31m red\u202e", body="a\x00b\rc\u2066d"))
     data = _fenced(prompt)
-    assert "\x1b" not in prompt and "\x00" not in prompt and "\u202e" not in prompt
+    assert "\x1b" not in prompt
+    assert "\x00" not in prompt
+    assert "\u202e" not in prompt
+    assert "\u2066" not in prompt
     assert "Title: Fix[31m red" in data
     assert "ab\ncd" in data
 
