@@ -47,6 +47,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "serve-local-upstream": ("devaipod.cli.local_upstream_cmd", "serve_local_upstream"),
     "doctor": ("devaipod.cli.doctor_cmd", "doctor_command"),
     "demo": ("devaipod.cli.demo_cmd", "demo"),
+    "run": ("devaipod.cli.run_cmd", "run_command"),
 }
 
 
