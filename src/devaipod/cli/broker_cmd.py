@@ -28,6 +28,7 @@ from devaipod.cli.egress_cmd import (
     parse_listen_address as parse_egress_listen,
 )
 from devaipod.config import load_config
+from devaipod.egress.addresses import IPAddress, parse_host_address
 from devaipod.errors import UserError
 from devaipod.logs import state_dir as devaipod_state_dir
 from devaipod.scope.model import load_scope
@@ -187,6 +188,14 @@ def load_or_create_credential(path: Path) -> str:
     "scope's network.allow. Repeatable.",
 )
 @click.option(
+    "--egress-host-address",
+    "egress_host_addresses",
+    multiple=True,
+    metavar="ADDRESS",
+    help="An address of the machine that runs the broker's container. The egress proxy "
+    "denies names that resolve to it, as it does for its own addresses. Repeatable.",
+)
+@click.option(
     "--forge-api-url",
     "forge_api_urls",
     multiple=True,
@@ -206,6 +215,7 @@ def broker(
     upstream_user: str,
     egress_listen: str | None,
     egress_allow: tuple[str, ...],
+    egress_host_addresses: tuple[str, ...],
     forge_api_urls: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -230,7 +240,10 @@ def broker(
         egress_address = parse_unix_listen_address(egress_listen) or parse_egress_listen(
             egress_listen, "--egress-listen"
         )
-    egress_allowlist = broker_egress_allowlist(scope, egress_allow) if egress_listen else None
+    host_addresses = [parse_egress_host_address(text) for text in egress_host_addresses]
+    egress_allowlist = (
+        broker_egress_allowlist(scope, egress_allow, host_addresses) if egress_listen else None
+    )
     token = read_forge_token(token_file)
 
     broker_dir = state_dir or (devaipod_state_dir() / "broker" / session)
@@ -303,3 +316,13 @@ def broker(
             on_listening=egress_listening.append,
         )
     )
+
+
+def parse_egress_host_address(text: str) -> IPAddress:
+    """Parse one `--egress-host-address` value; raise UserError when it is no IP address."""
+    try:
+        return parse_host_address(text, "--egress-host-address")
+    except ValueError as error:
+        raise UserError(
+            str(error), fix="pass an IPv4 or IPv6 address such as 192.0.2.10"
+        ) from error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +79,21 @@ def parse_resolve_entries(entries: tuple[str, ...]) -> dict[str, list[IPAddress]
     return table
 
 
-def broker_egress_allowlist(scope: Scope, extra_allow: tuple[str, ...]) -> Allowlist:
+def broker_egress_allowlist(
+    scope: Scope, extra_allow: tuple[str, ...], host_addresses: Iterable[IPAddress] = ()
+) -> Allowlist:
     """Build the broker's egress allowlist: the model API defaults, the config file's
     `[network] allow`, the scope's `network.allow` and `--egress-allow` entries.
+
+    `host_addresses` join this machine's own addresses as internal ones, so that a broker
+    in a container also denies names that resolve to the container host.
     """
     config = load_config()
     return build_allowlist(
         config_allow=config.network.allow,
         scope_allow=scope.network.allow,
         extra_allow=extra_allow,
-        local_addresses=discover_local_addresses(),
+        local_addresses=discover_local_addresses() | frozenset(host_addresses),
     )
 
 

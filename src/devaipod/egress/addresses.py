@@ -229,3 +229,25 @@ def discover_local_addresses() -> frozenset[IPAddress]:
         except ValueError:
             continue
     return frozenset(canonical_address(address) for address in found)
+
+
+def global_host_addresses() -> list[IPAddress]:
+    """Return this host's own addresses that no internal range covers, sorted.
+
+    A proxy in a container sees only the container's addresses, so the host passes
+    these to it: a name resolving to one of them would reach the host's own services.
+    """
+    found = {
+        address
+        for address in discover_local_addresses()
+        if internal_address_reason(address, frozenset()) is None
+    }
+    return sorted(found, key=lambda address: (address.version, int(address)))
+
+
+def parse_host_address(text: str, option: str) -> IPAddress:
+    """Parse an IP address given on the command line; raise ValueError naming `option`."""
+    try:
+        return canonical_address(ipaddress.ip_address(text.strip()))
+    except ValueError as error:
+        raise ValueError(f"invalid {option} value {text!r}: not an IP address") from error

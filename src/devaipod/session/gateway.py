@@ -21,6 +21,7 @@ from pathlib import Path
 
 from devaipod.broker.upstreams import RepoMap, broker_git_path
 from devaipod.config import ForgeSettings
+from devaipod.egress.addresses import global_host_addresses
 from devaipod.egress.allowlist import AllowlistEntryError, parse_entry
 from devaipod.errors import EngineError, UserError
 from devaipod.forge.urls import ForgeUrl, api_base_url
@@ -414,7 +415,8 @@ def _assemble(
             "--token-file", secret_file(token),
             "--session", session,
             "--state-dir", "/tmp/devaipod-broker",
-            *(["--egress-listen", f"unix:{EGRESS_DOOR.socket_path}"]
+            *(["--egress-listen", f"unix:{EGRESS_DOOR.socket_path}",
+               *(f"--egress-host-address={address}" for address in global_host_addresses())]
               if network == NetworkMode.PROXY else []),
         ]
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import stat
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from devaipod.cli.broker_cmd import (
     parse_unix_listen_address,
     read_forge_token,
 )
+from devaipod.cli.egress_cmd import broker_egress_allowlist
 from devaipod.errors import UserError
+from devaipod.scope.model import Scope, load_scope
 
 
 @pytest.mark.parametrize(
@@ -102,3 +105,39 @@ def test_broker_without_token_exits_with_fix(
     assert result.exit_code != 0
     assert isinstance(result.exception, UserError)
     assert TOKEN_ENV in (result.exception.fix or "")
+
+
+def test_egress_host_address_invalid_rejected(tmp_path: Path) -> None:
+    scope = tmp_path / "scope.yaml"
+    scope.write_text("repos:\n  - input: {url: 'https://github.com/org/repo'}\n")
+
+    result = CliRunner().invoke(
+        cli,
+        ["broker", "--scope", str(scope), "--egress-listen", "127.0.0.1:0",
+         "--egress-host-address", "gateway.example.test"],
+    )  # fmt: skip
+
+    assert isinstance(result.exception, UserError)
+    assert "invalid --egress-host-address value 'gateway.example.test'" in str(result.exception)
+
+
+def test_egress_host_address_denied_as_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVAIPOD_CONFIG", str(tmp_path / "none.toml"))
+    scope = load_scope_text(tmp_path, "network:\n  allow: ['api.example.test']\n")
+    host = ipaddress.ip_address("1.2.3.4")
+
+    with_host = broker_egress_allowlist(scope, (), [host])
+    without_host = broker_egress_allowlist(scope, (), [])
+
+    reason = with_host.check_resolved("api.example.test", host, 443)
+    assert reason is not None
+    assert "resolves to 1.2.3.4, an address of this host" in reason
+    assert without_host.check_resolved("api.example.test", host, 443) is None
+
+
+def load_scope_text(directory: Path, text: str) -> Scope:
+    path = directory / "scope.yaml"
+    path.write_text("repos:\n  - input: {url: 'https://github.com/org/repo'}\n" + text)
+    return load_scope(path)
