@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from devaipod.broker.audit import read_entries
 from devaipod.errors import UserError
 from devaipod.runtime.engine import ContainerInfo, Engine
 from devaipod.runtime.plan import (
@@ -31,7 +32,9 @@ from devaipod.runtime.planner import (
     with_secrets,
 )
 from devaipod.session import gateway, lifecycle
+from devaipod.session.delivery import summarise_delivery
 from devaipod.session.naming import session_name
+from devaipod.session.paths import session_audit_path
 from devaipod.session.state import (
     SessionRecord,
     SessionState,
@@ -243,9 +246,8 @@ def delete_session(engine: Engine, name: str, *, force: bool) -> list[str]:
     unpushed: list[str] = []
     if code_volume in objects.volumes:
         source = _source_of(record, objects.containers)
-        unpushed = find_unpushed_commits(
-            engine, code_volume, record.base_tips if record else [], source
-        )
+        known = [*(record.base_tips if record else []), *delivered_commits(session)]
+        unpushed = find_unpushed_commits(engine, code_volume, known, source)
     if unpushed and not force:
         raise UserError(
             f"session {session} contains {len(unpushed)} commit(s) that exist nowhere else "
@@ -267,6 +269,23 @@ def delete_session(engine: Engine, name: str, *, force: bool) -> list[str]:
     delete_record(session)
     log.info("deleted session %s", session)
     return unpushed
+
+
+def delivered_commits(session: str) -> list[str]:
+    """Return the commits the broker's audit log shows an upstream accepted as ref tips.
+
+    They exist on the forge (or the local repository) even when `delete` cannot fetch it,
+    as with a forge that needs a token the host's git has no credential helper for.
+    """
+    path = session_audit_path(session)
+    try:
+        entries = read_entries(path, on_invalid=lambda error: log.warning("%s", error))
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        log.warning("cannot read the audit log %s: %s", path, error)
+        return []
+    return [push.new_oid for push in summarise_delivery(entries).pushes]
 
 
 def _source_of(record: SessionRecord | None, containers: list[ContainerInfo]) -> CodeSource | None:

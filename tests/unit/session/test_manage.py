@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from devaipod.broker.audit import AuditLog
 from devaipod.runtime.engine import ContainerInfo
 from devaipod.runtime.plan import LABEL_SESSION
-from devaipod.session.manage import list_sessions
+from devaipod.session.manage import delivered_commits, list_sessions
+from devaipod.session.paths import session_audit_path
 
 
 class _ListingEngine:
@@ -44,3 +46,22 @@ def test_list_json_omits_volumes_secrets(
     assert data["session"] == "devaipod-demo"
     assert "volumes" not in data
     assert "secrets" not in data
+
+
+def test_delivered_commits_from_audit_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DEVAIPOD_STATE_DIR", str(tmp_path))
+    path = session_audit_path("devaipod-demo")
+    path.parent.mkdir(parents=True)
+    audit = AuditLog(path, "devaipod-demo")
+    ref = "refs/heads/devaipod/issue-1"
+    audit.record(kind="git-push", decision="allow", reason="creates it", ref=ref,
+                 old_oid="0" * 40, new_oid="a" * 40)
+    audit.record(kind="git-push", decision="allow", reason="upstream accepted the update",
+                 ref=ref, old_oid="0" * 40, new_oid="b" * 40, upstream_status=200)
+    audit.record(kind="git-push", decision="deny", reason="only the branch", ref="refs/heads/main",
+                 old_oid="b" * 40, new_oid="c" * 40)
+
+    assert delivered_commits("devaipod-demo") == ["b" * 40]
+    assert delivered_commits("devaipod-other") == []
