@@ -148,8 +148,12 @@ def _status_from(
     ):
         # The engine was restarted or the containers stopped outside devaipod.
         state = SessionState.STOPPED
-    labels = containers[0].labels if containers else {}
     agent = _container(containers, Role.AGENT)
+    # The gateway and relay lack the source, agent and folder labels, so read the agent's.
+    labelled = agent or _container(containers, Role.WORKSPACE)
+    if labelled is None and containers:
+        labelled = containers[0]
+    labels = labelled.labels if labelled is not None else {}
     agent_status = _agent_status(engine, agent) if probe and agent is not None else None
     return SessionStatus(
         session=session,

@@ -65,3 +65,22 @@ def test_delivered_commits_from_audit_log(
 
     assert delivered_commits("devaipod-demo") == ["b" * 40]
     assert delivered_commits("devaipod-other") == []
+
+
+def test_list_reads_labels_from_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVAIPOD_STATE_DIR", str(tmp_path))
+    session_labels = {LABEL_SESSION: "devaipod-demo"}
+    gateway = ContainerInfo(
+        id="1", name="devaipod-demo-gateway", image="gw", state="running",
+        labels={**session_labels, "devaipod.role": "gateway"},
+    )  # fmt: skip
+    agent = ContainerInfo(
+        id="2", name="devaipod-demo-agent", image="img", state="running",
+        labels={**session_labels, "devaipod.role": "agent", "devaipod.agent": "opencode",
+                "devaipod.source": "https://forge.test/o/r.git"},
+    )  # fmt: skip
+
+    [status] = list_sessions(_ListingEngine([gateway, agent]))  # type: ignore[arg-type]
+
+    assert status.agent == "opencode"
+    assert status.source == "https://forge.test/o/r.git"
