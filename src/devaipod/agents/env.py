@@ -16,6 +16,9 @@ from devaipod.errors import UserError
 log = logging.getLogger(__name__)
 
 AGENT_ENV_PREFIX = "DEVAIPOD_AGENT_"
+# devaipod's own agent variables (the task, the agent command, the broker's URLs and
+# credential) start with this prefix.
+RESERVED_PREFIX = "DEVAIPOD_"
 
 # Forge credentials stay in the broker; the agent never receives them under any name.
 FORGE_TOKEN_NAMES = frozenset(
@@ -134,4 +137,11 @@ def _check_name(name: str, *, source: str) -> None:
         raise UserError(
             f"{source} would hand the forge token {name} to the agent",
             fix="forge tokens stay with the broker; unset it and let the broker push",
+        )
+    if name == "HOME" or name.startswith(RESERVED_PREFIX):
+        # The entry script exports these variables after the container starts, so one of
+        # them would silently replace the value devaipod sets.
+        raise UserError(
+            f"{source} would replace {name}, which devaipod sets in the agent itself",
+            fix=f"pass the value under another name (HOME and {RESERVED_PREFIX}* are reserved)",
         )

@@ -139,3 +139,21 @@ def test_broker_tokens_other_values_pass() -> None:
     env = {"DEVAIPOD_AGENT_HELPER": "harmless"}
 
     assert agent_environment(env, broker_tokens=["tok-from-cli", ""]) == {"HELPER": "harmless"}
+
+
+@pytest.mark.parametrize(
+    ("env", "allowed"),
+    [
+        ({"DEVAIPOD_AGENT_HOME": "/elsewhere"}, []),
+        ({"DEVAIPOD_AGENT_DEVAIPOD_TASK": "other task"}, []),
+        ({"DEVAIPOD_BROKER_URL": "http://elsewhere"}, ["DEVAIPOD_BROKER_URL"]),
+    ],
+)
+def test_devaipod_own_names_rejected(env: dict[str, str], allowed: list[str]) -> None:
+    with pytest.raises(UserError, match="which devaipod sets in the agent itself"):
+        agent_environment(env, allowed)
+
+
+def test_devaipod_own_name_in_vars_rejected() -> None:
+    with pytest.raises(UserError, match=r"\[env.vars\] DEVAIPOD_MCP_URL would replace"):
+        agent_environment({}, fixed={"DEVAIPOD_MCP_URL": "http://elsewhere"})
