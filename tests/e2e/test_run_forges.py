@@ -85,8 +85,15 @@ def agent_result(session: str, run_output: str) -> dict[str, Any]:
         candidate = Path(mountpoint.strip()) / AGENT_RESULT
         if candidate.is_file():
             return dict(json.loads(candidate.read_text()))
+    logs = podman("logs", "--tail=30", f"{session}-agent", check=False)
     raise AssertionError(f"agent result file not found in {session}: {read.stderr} "
-                         f"(run output: {run_output})")
+                         f"(run output: {run_output}; agent log: {logs.stdout[-2000:]})")
+
+
+def gateway_log(session: str) -> str:
+    """Return the end of the gateway's log (the broker's warnings), for failure messages."""
+    logs = podman("logs", "--tail=40", f"{session}-gateway", check=False)
+    return (logs.stdout + logs.stderr)[-4000:]
 
 
 def token_places(session: str, token: str) -> list[str]:
@@ -143,7 +150,7 @@ def test_run_issue_delivers_allowed_only(
         assert variable in environment, environment
 
     # Allowed: the push, the comments and the edits of own comments, one draft PR.
-    assert steps["push"]["exit_code"] == 0, steps["push"]
+    assert steps["push"]["exit_code"] == 0, (steps["push"], gateway_log(session_name))
     agent_commit = steps["commit"]["oid"]
     refs_after = list_refs(host.bare_repo)
     assert refs_after[f"refs/heads/{TARGET_BRANCH}"] == agent_commit
@@ -258,3 +265,71 @@ def test_run_issue_delivers_allowed_only(
         "containers": [], "volumes": [], "networks": [], "secrets": []
     }  # fmt: skip
     assert podman("pod", "exists", f"{session_name}-pod", check=False).returncode != 0
+
+
+@pytest.fixture
+def gitlab_host(tmp_path: Path, test_image: str, podman_env: dict[str, str]
+                ) -> Iterator[ForgeHost]:
+    with forge_host("gitlab", tmp_path / "forge", test_image,
+                    files={"README.md": "# hello\n"}) as served:
+        commit_files(served.bare_repo, scripted_agent_files(
+            served, target_branch="feature", pr_transport="mcp", on_pull_request=True),
+            "Add the scripted agent", branch="feature")
+        yield served
+
+
+def test_run_merge_request_pushes_head(
+    gitlab_host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
+    session_name: str,
+) -> None:
+    host = gitlab_host
+    env = run_env(host, podman_env, test_image, tmp_path)
+    refs_before = list_refs(host.bare_repo)
+
+    completed = run_devaipod(
+        "run", host.pull_request_url(), "--agent", "python3 agent.py", "--name", session_name,
+        "--image", test_image, "--gateway-base-image", test_image,
+        "--timeout", str(RUN_TIMEOUT_SECONDS), "--json",
+        env=env, timeout=RUN_TIMEOUT_SECONDS + 120,
+    )  # fmt: skip
+    summary = json.loads(completed.stdout)
+    result = agent_result(session_name, completed.stderr[-500:])
+    assert result["error"] is None, result
+    steps = {step["step"]: step for step in result["steps"]}
+
+    # The merge request's head branch is in the same project, so the agent pushes there.
+    assert summary["branch"] == "feature"
+    assert steps["push"]["exit_code"] == 0, (steps["push"], gateway_log(session_name))
+    agent_commit = steps["commit"]["oid"]
+    refs_after = list_refs(host.bare_repo)
+    assert refs_after["refs/heads/feature"] == agent_commit
+    assert refs_after["refs/heads/main"] == refs_before["refs/heads/main"]
+    assert set(refs_after) == set(refs_before)
+    assert {"ref": "refs/heads/feature", "new_oid": agent_commit} in summary["pushes"]
+
+    # Comments go to the merge request. The scope allows no new merge request.
+    assert steps["rest-comment"]["status"] == 201, steps["rest-comment"]
+    assert not steps["mcp-comment"]["is_error"], steps["mcp-comment"]
+    assert steps["pr"]["is_error"], steps["pr"]
+    for name in ("second-pr", "rest-non-draft-pr", "rest-pr-from-default-branch",
+                 "rest-comment-other-issue", "rest-edit-foreign-comment", "rest-sudo"):
+        assert steps[name]["status"] == 403, steps[name]
+    assert steps["mcp-edit-foreign-comment"]["is_error"], steps["mcp-edit-foreign-comment"]
+
+    forge = host.forge
+    writes = [(request.method, request.raw_path) for request in forge.writes()]
+    assert [method for method, _ in writes] == ["POST", "POST", "PUT", "PUT"], writes
+    assert all("/merge_requests/" in path for _, path in writes), writes
+    on_merge_request = forge.comments_on(host.repo_path, host.pull_request,
+                                         on_merge_request=True)
+    assert [comment.body for comment in on_merge_request] == [
+        "Looks good", "Done (REST).", "Done (MCP)."]
+    on_issue = forge.comments_on(host.repo_path, host.issue)
+    assert [comment.body for comment in on_issue] == ["Please fix this soon"]
+    assert [pull.author for pull in forge.pull_requests(host.repo_path)] == ["alice"]
+    assert summary["pull_requests"] == []
+    comment_ids = {comment["id"] for comment in summary["comments"]}
+    assert comment_ids == {steps["rest-comment"]["id"], steps["mcp-comment"]["id"]}
+
+    run_devaipod("delete", "--force", session_name, env=env)
+    assert labelled_objects(session_name)["containers"] == []

@@ -114,6 +114,7 @@ class ForgeHost:
     other_issue: int
     foreign_comment: int
     pull_request: int
+    foreign_pull_comment: int
 
     @property
     def token(self) -> str:
@@ -174,7 +175,7 @@ def forge_host(
     `root` receives the bare repositories and the config file, and `files` are the
     repository's files on its default branch `main`. The forge gets the session's
     issue, another issue, a comment by another user on the session's issue, and a
-    pull request by another user from branch `feature`.
+    pull request by another user from branch `feature`, with a comment by that user.
     """
     token = new_forge_token()
     repo_path = REPO_PATHS[kind]
@@ -197,6 +198,9 @@ def forge_host(
                                             author="alice")
                 pull = forge.add_pull_request(repo_path, "Human feature", head="feature",
                                               base="main")
+                foreign_pull = forge.add_comment(repo_path, pull.number, "Looks good",
+                                                 author="alice",
+                                                 on_merge_request=kind == "gitlab")
                 config_file = root / "config.toml"
                 config_file.write_text(forge_config_text(kind, f"{address}:{git.port}",
                                                          forge.api_url))
@@ -204,7 +208,7 @@ def forge_host(
                     kind=kind, address=address, forge=forge, git=git, repo_path=repo_path,
                     bare_repo=bare, config_file=config_file, issue=issue.number,
                     other_issue=other.number, foreign_comment=foreign.id,
-                    pull_request=pull.number,
+                    pull_request=pull.number, foreign_pull_comment=foreign_pull.id,
                 )
         finally:
             git.stop()
@@ -240,14 +244,23 @@ AGENT_RESULT = ".git/devaipod-agent-result.json"
 
 
 def scripted_agent_files(host: ForgeHost, *, target_branch: str, pr_transport: str,
-                         scan_files: bool = True) -> dict[str, bytes | str]:
-    """Return the files that put the scripted agent and its parameters into the repository."""
+                         scan_files: bool = True, on_pull_request: bool = False
+                         ) -> dict[str, bytes | str]:
+    """Return the files that put the scripted agent and its parameters into the repository.
+
+    With `on_pull_request`, the agent works on the seeded pull request instead of the
+    issue, and the issue is the one it must not touch.
+    """
+    item = host.pull_request if on_pull_request else host.issue
     params = {
         "kind": host.kind,
         "repo_path": host.repo_path,
-        "issue": host.issue,
-        "other_issue": host.other_issue,
-        "foreign_comment": host.foreign_comment,
+        "issue": item,
+        "item_section": "merge_requests" if on_pull_request and host.kind == "gitlab"
+        else "issues",
+        "other_issue": host.issue if on_pull_request else host.other_issue,
+        "foreign_comment": host.foreign_pull_comment if on_pull_request
+        else host.foreign_comment,
         "default_branch": "main",
         "target_branch": target_branch,
         "pr_transport": pr_transport,

@@ -108,16 +108,22 @@ class Agent:
             return "/projects/" + urllib.parse.quote(self.params["repo_path"], safe="")
         return f"/repos/{self.params['repo_path']}"
 
-    def comments_api(self, number: int) -> str:
-        """The REST path that lists and creates comments on issue `number`."""
+    def comments_api(self, number: int, section: str | None = None) -> str:
+        """The REST path that lists and creates comments on issue (or merge request) `number`.
+
+        `section` is GitLab's `issues` or `merge_requests`, by default the item's own.
+        GitHub and Forgejo keep pull request comments under `issues` too.
+        """
         if self.kind == "gitlab":
-            return f"{self.repo_api()}/issues/{number}/notes"
+            section = section or self.params.get("item_section", "issues")
+            return f"{self.repo_api()}/{section}/{number}/notes"
         return f"{self.repo_api()}/issues/{number}/comments"
 
     def comment_api(self, number: int, comment_id: int) -> str:
-        """The REST path of one comment on issue `number`."""
+        """The REST path of one comment on the item `number`."""
         if self.kind == "gitlab":
-            return f"{self.repo_api()}/issues/{number}/notes/{comment_id}"
+            section = self.params.get("item_section", "issues")
+            return f"{self.repo_api()}/{section}/{number}/notes/{comment_id}"
         return f"{self.repo_api()}/issues/comments/{comment_id}"
 
     def pull_request_api(self) -> str:
@@ -257,7 +263,7 @@ class Agent:
         self.git("push-default-branch", "push", "origin",
                  f"HEAD:refs/heads/{params['default_branch']}")
         # Denied: another issue, a comment by someone else, impersonation, GraphQL.
-        self.rest("rest-comment-other-issue", "POST", self.comments_api(other),
+        self.rest("rest-comment-other-issue", "POST", self.comments_api(other, "issues"),
                   {"body": "Not my issue."})
         self.rest("rest-read-other-issue", "GET", f"{self.repo_api()}/issues/{other}")
         method = "PUT" if self.kind == "gitlab" else "PATCH"
