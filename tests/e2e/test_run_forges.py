@@ -257,8 +257,13 @@ def test_run_issue_delivers_allowed_only(
     assert comment_ids == {steps["rest-comment"]["id"], steps["mcp-comment"]["id"]}
     assert summary["denied"] == len(denied)
 
-    # The forge token is nowhere in the agent, nor in any inspect or log.
+    # The forge token is nowhere in the agent, nor in any inspect, log or state file.
     assert token_places(session_name, host.token) == []
+    assert host.token not in completed.stdout + completed.stderr
+    state_files = [path for path in (tmp_path / "state").rglob("*") if path.is_file()]
+    assert len(state_files) >= 3  # at least the audit log, the scope and devaipod.log
+    for path in state_files:
+        assert host.token.encode() not in path.read_bytes(), f"token in {path}"
 
     run_devaipod("delete", "--force", session_name, env=env)
     assert labelled_objects(session_name) == {
