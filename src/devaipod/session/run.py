@@ -331,8 +331,9 @@ def prepare_run(
         )
         source = CodeSource(kind="remote", location=forge_url.clone_url)
         planned = plan_agent_session(
-            up_request, engine, env, config, source, name, cloned.path, progress
-        )
+            up_request, engine, env, config, source, name, cloned.path, progress,
+            broker_tokens=(target.token.value,),
+        )  # fmt: skip
         network = gateway.resolve_network_mode(request.network, with_gateway=True)
         progress("preparing the gateway (forge mode)")
         plan, secret_values = gateway.add_forge_gateway(

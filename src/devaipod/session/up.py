@@ -9,7 +9,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -152,10 +152,13 @@ def plan_agent_session(
     name: str,
     config_dir: Path,
     progress: Progress,
+    broker_tokens: Sequence[str] = (),
 ) -> AgentSessionPlan:
     """Resolve the devcontainer in `config_dir`, build its image, probe it and plan the session.
 
     The plan has the workspace and the agent; `up` and `run` add their gateway to it.
+    `broker_tokens` are the forge tokens the broker will hold: no agent variable may
+    carry one.
     """
     found = workspace_settings(config_dir, _hint(source), request.image, request.config, env)
     workspace = found.workspace
@@ -193,6 +196,7 @@ def plan_agent_session(
         fixed={**settings.env.vars, **(agent_settings.env if agent_settings else {})},
         withheld=workspace.secrets,
         devcontainer_env={**workspace.container_env, **workspace.remote_env},
+        broker_tokens=broker_tokens,
     )
     workspace_secrets, workspace_secret_values = resolve_workspace_secrets(
         engine, name, workspace.secrets, env
