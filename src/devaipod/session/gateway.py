@@ -468,6 +468,7 @@ def _assemble(
     if network == NetworkMode.PROXY:
         proxy_url = f"http://devaipod:{credential}@127.0.0.1:{EGRESS_DOOR.port}"
         credential_env.update(dict.fromkeys(PROXY_VARIABLES, proxy_url))
+        _reject_proxy_variables(plan)
     if mode.local_repo_name is None:
         credential_env[BROKER_TOKEN_ENV] = credential
     env_secrets: list[SecretSpec] = []
@@ -511,6 +512,17 @@ def _assemble(
         notes=(*plan.notes, mode.note),
     )
     return new_plan, values
+
+
+def _reject_proxy_variables(plan: SessionPlan) -> None:
+    """Raise UserError when the user's agent variables name the egress proxy's variables."""
+    proxy_names = {*PROXY_VARIABLES, "NO_PROXY", "no_proxy"}
+    taken = sorted(proxy_names & {spec.target_env for spec in plan.secrets if spec.target_env})
+    if taken:
+        raise UserError(
+            f"agent variables {', '.join(taken)} would replace the egress proxy's settings",
+            fix="leave them out of the agent's variables, or use --network open",
+        )
 
 
 def has_gateway(plan: SessionPlan) -> bool:

@@ -1,4 +1,4 @@
-"""The gateway's broker command passes the host's global addresses to the egress proxy."""
+"""The gateway's egress proxy wiring: the host's addresses and the agent's proxy variables."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from devaipod.errors import UserError
 from devaipod.runtime.gateway_image import GatewayImage
-from devaipod.runtime.plan import AgentSummary, CodeSource, ContainerSpec, Role, SessionPlan
+from devaipod.runtime.plan import (
+    AgentSummary,
+    CodeSource,
+    ContainerSpec,
+    Role,
+    SecretSpec,
+    SessionPlan,
+)
 from devaipod.session import gateway
 from support.git_server import run_git
 
@@ -16,7 +24,7 @@ SESSION = "devaipod-hosts-1"
 HOST_ADDRESSES = [ipaddress.ip_address("1.2.3.4"), ipaddress.ip_address("2a00:1450::5")]
 
 
-def agent_plan() -> SessionPlan:
+def agent_plan(*agent_variables: str) -> SessionPlan:
     agent = ContainerSpec(
         name=f"{SESSION}-agent", role=Role.AGENT, image="img", options=("--network=none",)
     )
@@ -29,7 +37,10 @@ def agent_plan() -> SessionPlan:
         builds=(),
         networks=(),
         volumes=(),
-        secrets=(),
+        secrets=tuple(
+            SecretSpec(name=f"{SESSION}-env-{name}", purpose="agent-env", target_env=name)
+            for name in agent_variables
+        ),
         containers=(agent,),
         lifecycle=(),
         remote_env={},
@@ -77,3 +88,25 @@ def test_no_proxy_no_host_addresses(repos: tuple[Path, Path]) -> None:
 
     assert "--egress-listen" not in command
     assert "--egress-host-address" not in command
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "http_proxy", "NO_PROXY"])
+def test_agent_proxy_variable_rejected(repos: tuple[Path, Path], name: str) -> None:
+    source, clone = repos
+
+    with pytest.raises(UserError, match=f"agent variables {name} would replace the egress"):
+        gateway.add_gateway(
+            agent_plan("OPENAI_API_KEY", name), {}, source_dir=source, clone=clone,
+            base_image=None, network=gateway.NetworkMode.PROXY,
+        )  # fmt: skip
+
+
+def test_agent_proxy_variable_kept_without_proxy(repos: tuple[Path, Path]) -> None:
+    source, clone = repos
+
+    plan, _ = gateway.add_gateway(
+        agent_plan("HTTPS_PROXY"), {}, source_dir=source, clone=clone, base_image=None,
+        network=gateway.NetworkMode.NONE,
+    )  # fmt: skip
+
+    assert [spec.target_env for spec in plan.secrets].count("HTTPS_PROXY") == 1
