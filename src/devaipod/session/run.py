@@ -416,6 +416,7 @@ def run_session(
     exit_code: int | None = None
     finished = timed_out = False
     if request.wait:
+        progress(f"waiting for the agent to finish (at most {request.timeout_seconds:.0f} s)")
         exit_code, finished = wait_for_agent(
             engine, session, request.timeout_seconds, progress=progress
         )
