@@ -197,6 +197,14 @@ def build_session_plan(inputs: PlanInputs) -> SessionPlan:
             "[env] allowlist reaches the agent too, unless it is a forge token"
         )
 
+    key_names = inputs.agent.api_key_vars
+    if key_names and not set(key_names) & set(inputs.agent_env_names):
+        notes.append(
+            f"agent {inputs.agent.name} gets none of {', '.join(key_names)}: pass one as "
+            "DEVAIPOD_AGENT_<NAME> or list it in [env] allowlist, unless the agent logs in "
+            "another way (its home volume keeps a login)"
+        )
+
     builds = (inputs.workspace.build,) if inputs.workspace.build else ()
     return SessionPlan(
         session=session,

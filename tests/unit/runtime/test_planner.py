@@ -292,3 +292,21 @@ def test_with_secrets_exports_then_runs() -> None:
     assert argv[:2] == ["/bin/sh", "-c"]
     assert argv[-2:] == ["make", "test"]
     assert "/run/secrets/DEVAIPOD_ENV_" in argv[2]
+
+
+def test_missing_model_key_noted() -> None:
+    plan = build_session_plan(make_inputs(agent=resolve_agent("codex")))
+
+    [note] = [note for note in plan.notes if note.startswith("agent codex")]
+    assert "gets none of OPENAI_API_KEY" in note
+    assert "DEVAIPOD_AGENT_<NAME>" in note
+
+
+def test_passed_model_key_not_noted() -> None:
+    with_key = build_session_plan(
+        make_inputs(agent=resolve_agent("codex"), agent_env_names=("OPENAI_API_KEY",))
+    )
+    custom = build_session_plan(make_inputs())
+
+    assert not [note for note in with_key.notes if note.startswith("agent ")]
+    assert not [note for note in custom.notes if note.startswith("agent ")]
