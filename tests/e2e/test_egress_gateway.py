@@ -275,7 +275,10 @@ def test_session_proxy_allows_and_denies(
         f"http://{HOST_NAME}:{servers.plain_port}/",
     )  # fmt: skip
     entries = egress_entries(session_name, env)
+    hosts = podman("exec", f"{session_name}-gateway", "getent", "hosts", HOST_NAME).stdout
 
+    # podman maps the name to the host's bridge address, which the servers listen on.
+    assert hosts.split()[0] == address
     assert reached.stdout.strip() == servers.page
     assert outcomes["listed address"] == f"page {servers.page}", output
     assert outcomes["name of listed address"] == f"page {servers.page}", output
