@@ -417,9 +417,14 @@ def run_session(
     finished = timed_out = False
     if request.wait:
         progress(f"waiting for the agent to finish (at most {request.timeout_seconds:.0f} s)")
-        exit_code, finished = wait_for_agent(
-            engine, session, request.timeout_seconds, progress=progress
-        )
+        try:
+            exit_code, finished = wait_for_agent(
+                engine, session, request.timeout_seconds, progress=progress
+            )
+        except KeyboardInterrupt:
+            progress(f"stopped waiting; session {session} keeps running "
+                     f"(`devaipod logs --follow {session}`, `devaipod delete {session}`)")
+            raise
         timed_out = not finished
     audit_log = session_audit_path(session)
     return RunResult(
