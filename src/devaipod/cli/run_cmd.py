@@ -52,7 +52,7 @@ from devaipod.session.run import DEFAULT_TIMEOUT_SECONDS, RunRequest, describe, 
     type=click.FloatRange(min=1),
     default=DEFAULT_TIMEOUT_SECONDS,
     show_default=True,
-    help="Seconds to wait for the agent; then it is stopped and the session kept.",
+    help="Seconds to wait for the agent; then the session is stopped (not deleted).",
 )
 @click.option(
     "--no-wait", is_flag=True, help="Return once the agent has started, without waiting."

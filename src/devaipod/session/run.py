@@ -35,6 +35,7 @@ from devaipod.scope.model import RepoOutput, RepoScope, Scope, load_scope
 from devaipod.session import gateway
 from devaipod.session.code import DEFAULT_GIT_EMAIL, DEFAULT_GIT_NAME, ClonedCode
 from devaipod.session.delivery import Delivery, summarise_delivery
+from devaipod.session.manage import stop_session
 from devaipod.session.naming import generate_session_name, session_name
 from devaipod.session.paths import session_audit_path, session_dir
 from devaipod.session.safe_git import GitError, redact_url, run_git
@@ -387,7 +388,7 @@ def run_session(
 
     When planning or starting fails, `apply_session` removes the engine objects it
     created, and the state directory of a new session is removed too. A timeout stops
-    the agent and keeps the session for inspection.
+    the session's containers and keeps them for inspection.
     """
     env = dict(os.environ if host_env is None else host_env)
     config = user_config if user_config is not None else load_config()
@@ -426,6 +427,9 @@ def run_session(
                      f"(`devaipod logs --follow {session}`, `devaipod delete {session}`)")
             raise
         timed_out = not finished
+        if timed_out:
+            # The gateway holds the forge token, so nothing of the session keeps running.
+            stop_session(engine, session)
     audit_log = session_audit_path(session)
     return RunResult(
         session=session,
@@ -461,8 +465,8 @@ def wait_for_agent(
             return exit_code, True
         now = clock()
         if now - started >= timeout_seconds:
-            progress(f"the agent did not finish within {timeout_seconds:.0f} s; stopping it "
-                     f"(the session stays: `devaipod logs {session}`, `devaipod delete {session}`)")
+            progress(f"the agent did not finish within {timeout_seconds:.0f} s; stopping the "
+                     f"session (it stays: `devaipod logs {session}`, `devaipod delete {session}`)")
             engine.stop_container(f"{session}-agent", STOP_TIMEOUT_SECONDS)
             return None, False
         if now - reported >= PROGRESS_EVERY_SECONDS:
@@ -513,7 +517,7 @@ def describe(result: RunResult) -> list[str]:
                      f"`devaipod logs --follow {result.session}`")
         return lines
     if result.timed_out:
-        lines.append("the agent timed out and was stopped")
+        lines.append("the agent timed out, so the session was stopped")
     else:
         lines.append(f"the agent exited with status {result.agent_exit_code}")
     delivery = result.delivery

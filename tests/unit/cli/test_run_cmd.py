@@ -88,4 +88,4 @@ def test_run_timeout_exits_one(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(cli, ["run", URL])
 
     assert result.exit_code == 1
-    assert "the agent timed out and was stopped" in result.output
+    assert "the agent timed out, so the session was stopped" in result.output

@@ -361,4 +361,4 @@ def test_describe_names_push_and_denials(tmp_path: Path) -> None:
 def test_describe_timeout_says_stopped(tmp_path: Path) -> None:
     lines = run.describe(_result(tmp_path, finished=False, timed_out=True, agent_exit_code=None))
 
-    assert "the agent timed out and was stopped" in lines
+    assert "the agent timed out, so the session was stopped" in lines
