@@ -105,6 +105,23 @@ def test_resolve_same_repo_pull_pushes_head(
     assert output.createPullRequest is False
 
 
+@pytest.mark.parametrize("url", ["git@forge.test:octo/hello.git",
+                                 "ssh://git@forge.test:2222/octo/hello.git"])
+def test_resolve_ssh_remote_uses_https(
+    monkeypatch: pytest.MonkeyPatch, no_tokens: dict[str, str], url: str
+) -> None:
+    _fake_context(monkeypatch, None)
+    env = {**no_tokens, "FORGEJO_TOKEN": TOKEN}
+    request = run.RunRequest(url=url, task="update the README")
+
+    target = run.resolve_target(request, _config("forge.test"), env, lambda _: None)
+
+    assert target.forge_url.clone_url == "https://forge.test/octo/hello.git"
+    assert target.scope.repos[0].input.url == "https://forge.test/octo/hello.git"
+    assert target.branch == "devaipod/work"
+    assert target.scope.attachedContexts == []
+
+
 def test_resolve_scope_file_other_repo_rejected(
     monkeypatch: pytest.MonkeyPatch, no_tokens: dict[str, str], tmp_path: Path
 ) -> None:
