@@ -29,6 +29,12 @@ TOKEN_VARIABLES = (
     "GITHUB_ENTERPRISE_TOKEN", "GITLAB_TOKEN", "FORGEJO_TOKEN", "GITEA_TOKEN",
 )  # fmt: skip
 TIMEOUT_SECONDS = 20.0
+# Attempts per step when the broker reports that it could not reach the forge. On this
+# test machine a new connection from a container to the host's bridge address sometimes
+# stalls for longer than the broker's connect timeout while other containers start.
+ATTEMPTS = 3
+# What the broker sends back when its request to the forge failed (HTTP 502).
+UPSTREAM_FAILURES = ("upstream request failed", "forge request failed", "HTTP 502")
 
 Json = dict[str, Any]
 # An opener without proxies: requests to the broker on 127.0.0.1 skip the egress proxy.
@@ -62,13 +68,19 @@ class Agent:
     # --- git ------------------------------------------------------------------------
 
     def git(self, name: str, *args: str) -> Json:
-        """Run git and record its exit code and the end of its output."""
-        completed = subprocess.run(
-            ["git", *args], capture_output=True, text=True, check=False,
-            env={**self.env, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"},
-        )  # fmt: skip
+        """Run git and record its exit code, the end of its output and the attempts made."""
+        attempts = 0
+        while True:
+            attempts += 1
+            completed = subprocess.run(
+                ["git", *args], capture_output=True, text=True, check=False,
+                env={**self.env, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"},
+            )  # fmt: skip
+            output = (completed.stdout + completed.stderr)[-1500:]
+            if attempts == ATTEMPTS or not is_upstream_failure(output):
+                break
         return self.record(name, transport="git", exit_code=completed.returncode,
-                           output=(completed.stdout + completed.stderr)[-1500:])
+                           output=output, attempts=attempts)
 
     def commit(self) -> str:
         """Commit a change to the README and return the commit id."""
@@ -92,10 +104,16 @@ class Agent:
         all_headers = {"Authorization": f"Bearer {self.credential}",
                        "Accept": "application/json"}
         all_headers.update(headers or {})
-        status, payload = http(method, url or self.api + path, body, all_headers)
+        attempts = 0
+        while True:
+            attempts += 1
+            status, payload = http(method, url or self.api + path, body, all_headers)
+            if attempts == ATTEMPTS or status != 502:
+                break
         data = parse_json(payload)
         outcome: Json = {"transport": "rest", "method": method, "path": path, "status": status,
-                         "message": data.get("message") if isinstance(data, dict) else None}
+                         "message": data.get("message") if isinstance(data, dict) else None,
+                         "attempts": attempts}
         if isinstance(data, dict):
             for key in ("id", "number", "iid", "html_url", "web_url", "draft", "title"):
                 if key in data:
@@ -201,15 +219,21 @@ class Agent:
         self.record("mcp-tools", transport="mcp", status=notified, tools=names)
 
     def mcp_tool(self, name: str, tool: str, arguments: Json) -> Json:
-        """Call one MCP tool and record whether it failed and what it returned."""
-        status, response = self.mcp_request("tools/call", {"name": tool, "arguments": arguments})
-        result = response.get("result") or {}
-        text = "".join(block.get("text", "") for block in result.get("content", [])
-                       if isinstance(block, dict))
+        """Call one MCP tool and record whether it failed, what it returned and the attempts."""
+        attempts = 0
+        while True:
+            attempts += 1
+            status, response = self.mcp_request("tools/call",
+                                                {"name": tool, "arguments": arguments})
+            result = response.get("result") or {}
+            text = "".join(block.get("text", "") for block in result.get("content", [])
+                           if isinstance(block, dict))
+            if attempts == ATTEMPTS or not is_upstream_failure(text):
+                break
         data = parse_json(text.encode())
         outcome: Json = {"transport": "mcp", "tool": tool, "status": status,
                          "is_error": bool(result.get("isError")) or "error" in response,
-                         "text": text[:500]}
+                         "text": text[:500], "attempts": attempts}
         if isinstance(data, dict):
             for key in ("id", "number", "iid", "html_url", "web_url", "draft", "title"):
                 if key in data:
@@ -349,6 +373,11 @@ def http(method: str, url: str, body: object, headers: dict[str, str]
         return error.code, error.read()
     except OSError as error:
         return None, str(error).encode()
+
+
+def is_upstream_failure(text: str) -> bool:
+    """Return whether `text` is the broker's report that it could not reach the forge."""
+    return any(failure in text for failure in UPSTREAM_FAILURES)
 
 
 def parse_json(payload: bytes) -> object:
