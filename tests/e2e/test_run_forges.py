@@ -293,7 +293,7 @@ def test_run_merge_request_pushes_head(
 
     completed = run_devaipod(
         "run", host.pull_request_url(), "--agent", "python3 agent.py", "--name", session_name,
-        "--image", test_image, "--gateway-base-image", test_image,
+        "--image", test_image, "--gateway-base-image", test_image, "--network", "none",
         "--timeout", str(RUN_TIMEOUT_SECONDS), "--json",
         env=env, timeout=RUN_TIMEOUT_SECONDS + 120,
     )  # fmt: skip
@@ -320,6 +320,10 @@ def test_run_merge_request_pushes_head(
                  "rest-comment-other-issue", "rest-edit-foreign-comment", "rest-sudo"):
         assert steps[name]["status"] == 403, steps[name]
     assert steps["mcp-edit-foreign-comment"]["is_error"], steps["mcp-edit-foreign-comment"]
+    # With --network none there is no egress proxy either.
+    for name in ("direct-0", "direct-1"):
+        assert steps[name]["tcp"].startswith("failed"), steps[name]
+        assert steps[name]["via_proxy"] is None, steps[name]
 
     forge = host.forge
     writes = [(request.method, request.raw_path) for request in forge.writes()]
