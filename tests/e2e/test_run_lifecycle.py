@@ -1,0 +1,97 @@
+"""`devaipod run` on real podman: a timed-out agent, a bad token, and the session commands after."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, forge_host
+from support.sessions import labelled_objects, podman, remove_session_objects, run_devaipod
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def host(tmp_path: Path, test_image: str, podman_env: dict[str, str]) -> Iterator[ForgeHost]:
+    with forge_host("forgejo", tmp_path / "forge", test_image,
+                    files={"README.md": "# hello\n"}) as served:
+        yield served
+
+
+@pytest.fixture
+def session_name(podman_env: dict[str, str]) -> Iterator[str]:
+    name = f"devaipod-runlc-{secrets.token_hex(3)}"
+    try:
+        yield name
+    finally:
+        remove_session_objects(name)
+
+
+def _env(host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path
+         ) -> dict[str, str]:
+    env = {name: value for name, value in podman_env.items()
+           if name not in FORGE_TOKEN_VARIABLES}
+    env.update(host.host_env())
+    env.update({"DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
+                "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image})
+    return env
+
+
+def test_run_timeout_stops_session(
+    host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
+    session_name: str,
+) -> None:
+    env = _env(host, podman_env, test_image, tmp_path)
+
+    completed = run_devaipod(
+        "run", host.issue_url(), "--agent", "sleep 300", "--name", session_name,
+        "--image", test_image, "--network", "none", "--timeout", "3", "--json",
+        env=env, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 1, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["session"] == session_name
+    assert result["agent_exit_code"] is None
+    assert result["pushes"] == []
+    assert "did not finish within 3 s" in completed.stderr
+    status = json.loads(run_devaipod("status", "--json", session_name, env=env).stdout)
+    assert status["state"] == "stopped"
+    assert all(container["state"] == "exited" for container in status["containers"])
+    listed = run_devaipod("list", env=env).stdout
+    assert session_name in listed
+    for container in labelled_objects(session_name)["containers"]:
+        assert host.token not in podman("container", "inspect", container).stdout
+
+    run_devaipod("delete", session_name, env=env)
+
+    assert labelled_objects(session_name) == {
+        "containers": [], "volumes": [], "networks": [], "secrets": []
+    }
+    pods = podman("pod", "ls", "--format", "{{.Name}}").stdout.split()
+    assert f"{session_name}-pod" not in pods
+
+
+def test_run_rejected_token_creates_nothing(
+    host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
+    session_name: str,
+) -> None:
+    env = _env(host, podman_env, test_image, tmp_path)
+    env["FORGEJO_TOKEN"] = "e2e-wrong-token-" + secrets.token_hex(8)
+
+    completed = run_devaipod(
+        "run", host.issue_url(), "--agent", "true", "--name", session_name,
+        "--image", test_image, env=env, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 2, completed.stderr
+    assert "rejected with HTTP 401" in completed.stderr
+    assert env["FORGEJO_TOKEN"] not in completed.stderr
+    assert labelled_objects(session_name) == {
+        "containers": [], "volumes": [], "networks": [], "secrets": []
+    }
+    assert not (tmp_path / "state" / "sessions" / session_name).exists()
