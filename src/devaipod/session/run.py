@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 DEFAULT_TIMEOUT_SECONDS = 3600.0
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0
 # How often the wait reports that the agent still runs.
 PROGRESS_EVERY_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10
