@@ -32,7 +32,7 @@ TIMEOUT_SECONDS = 20.0
 # Attempts per step when the broker reports that it could not reach the forge. On this
 # test machine podman's bridge takes the lowest MAC address of its ports, so it changes
 # as other containers come and go, and a container that cached the old one cannot reach
-# the host's bridge address for up to about a minute, until ARP resolves it again.
+# the host's bridge address until ARP resolves it again (once more than a minute).
 ATTEMPTS = 3
 # What the broker sends back when its request to the forge failed (HTTP 502).
 UPSTREAM_FAILURES = ("upstream request failed", "forge request failed", "HTTP 502")
