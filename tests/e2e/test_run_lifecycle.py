@@ -95,3 +95,29 @@ def test_run_rejected_token_creates_nothing(
         "containers": [], "volumes": [], "networks": [], "secrets": []
     }
     assert not (tmp_path / "state" / "sessions" / session_name).exists()
+
+
+def test_run_registers_mcp_in_home(
+    host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
+    session_name: str,
+) -> None:
+    env = _env(host, podman_env, test_image, tmp_path)
+    with host.config_file.open("a") as config:
+        # The opencode adapter, with a command the test image has.
+        config.write('\n[agents.opencode]\ncommand = "true"\n')
+
+    run_devaipod(
+        "run", host.issue_url(), "--agent", "opencode", "--name", session_name,
+        "--image", test_image, "--timeout", "60", env=env,
+    )  # fmt: skip
+
+    volume = f"{session_name}-agent-home"
+    home = Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())
+    registration = home / ".config" / "opencode" / "opencode.json"
+    assert (registration.stat().st_mode & 0o777) == 0o600
+    server = json.loads(registration.read_text())["mcp"]["devaipod"]
+    assert server["url"] == "http://127.0.0.1:8417/mcp"
+    assert server["headers"]["Authorization"].startswith("Bearer ")
+    assert host.token not in registration.read_text()
+    # The image's own home files were copied into the volume before the registration.
+    assert (home / ".profile").is_file()

@@ -333,6 +333,8 @@ def apply_session(
             if prepared.home_files:
                 home_volume = plan.volume("agent-home").name
                 progress(f"writing the agent's settings into volume {home_volume}")
+                _copy_up_home(engine, home_volume, agent_image=plan.container(Role.AGENT).image,
+                              home=plan.agent.home)
                 _import_home_files(
                     engine, home_volume, prepared.home_files, prepared.agent_uid,
                     prepared.agent_gid, prepared.scratch,
@@ -368,6 +370,22 @@ def apply_session(
         raise
 
     return move_state(record, SessionState.RUNNING)
+
+
+def _copy_up_home(engine: Engine, volume: str, *, agent_image: str, home: str) -> None:
+    """Let the engine copy the image's home folder into the new home volume, running nothing.
+
+    podman copies an image's files into a named volume only while the volume is empty, so
+    files written first would hide what the image keeps in the home (shell profile, an
+    agent installed under ~/.local).
+    """
+    engine.run_engine(
+        [
+            "run", "--rm", "--network=none", "--cap-drop=ALL",
+            "--security-opt=no-new-privileges", "--read-only", "--entrypoint=/bin/sh",
+            f"--volume={volume}:{home}", agent_image, "-c", ":",
+        ]
+    )  # fmt: skip
 
 
 def _import_home_files(
