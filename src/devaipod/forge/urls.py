@@ -205,7 +205,7 @@ def _forge_settings(url: str, host: str, config: UserConfig) -> ForgeSettings:
     if settings is not None:
         return settings
     raise UserError(
-        f"unknown forge host {host!r} in {url!r}",
+        f"unknown forge host {host!r} in {_shown(url)!r}",
         fix=f'add to {config_path()} the table [forges."{host}"] with the line '
         f'kind = "github" (or "gitlab" or "forgejo")',
     )
@@ -300,9 +300,26 @@ def _parse_number(url: str, text: str) -> int:
     return int(text)
 
 
+def _shown(url: str) -> str:
+    """Return `url` as messages show it: no query, no fragment, and no secret in a user part.
+
+    An http(s) user part is hidden whole, because forges accept a token as the user name;
+    other forms keep a user name such as `git` and lose a password.
+    """
+    text = url.strip().partition("#")[0].partition("?")[0]
+    scheme, separator, rest = text.partition("://") if "://" in text else ("", "", text)
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return text
+    user, _, host = authority.rpartition("@")
+    if ":" in user or scheme.lower() in ("http", "https"):
+        user = "***"
+    return f"{scheme}{separator}{user}@{host}{slash}{path}"
+
+
 def _invalid(url: str, reason: str) -> UserError:
     return UserError(
-        f"invalid forge URL {url!r}: {reason}",
+        f"invalid forge URL {_shown(url)!r}: {reason}",
         fix="pass a URL such as https://github.com/OWNER/REPO/issues/N, "
         "https://gitlab.com/GROUP/PROJECT/-/merge_requests/N or git@HOST:OWNER/REPO.git",
     )

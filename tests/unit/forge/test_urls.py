@@ -184,6 +184,26 @@ def test_parse_forge_url_rejects_invalid(url: str, expected_reason: str) -> None
     assert expected_reason in raised.value.message
 
 
+URLS_WITH_SECRETS = [
+    "https://x-access-token:S3cretTok@github.com/o/r/issues/1",
+    "https://S3cretTok@github.com/o/r",
+    "http://user:S3cretTok@gitlab.com/g/p/-/issues/2",
+    "ssh://git:S3cretTok@codeberg.org/o/r.git",
+    "git:S3cretTok@github.com:o/r.git",
+    "https://git.unknown.example/o/r?private_token=S3cretTok",
+    "https://git.unknown.example/o/r#S3cretTok",
+    "https://S3cretTok@github.com/o/r with space",
+]
+
+
+@pytest.mark.parametrize("url", URLS_WITH_SECRETS)
+def test_url_error_hides_credentials(url: str) -> None:
+    with pytest.raises(UserError) as raised:
+        parse_forge_url(url, CONFIG)
+
+    assert "S3cretTok" not in raised.value.render()
+
+
 def test_unknown_host_error_shows_config_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEVAIPOD_CONFIG", "/tmp/devaipod-test/config.toml")
 
