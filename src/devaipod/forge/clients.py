@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -132,6 +133,18 @@ class ForgeClient(ABC):
             log.warning("stopped reading %s on %s after %d pages", path, self.host, MAX_PAGES)
         return items
 
+    @contextmanager
+    def _expect_shape(self, what: str) -> Iterator[None]:
+        """Turn a forge reply of another shape than documented into a ForgeApiError."""
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ForgeApiError(
+                f"forge {self.host} returned {what} in an unexpected shape "
+                f"({type(error).__name__})",
+                fix="check that the config file names the right forge kind and api_url",
+            ) from None
+
     def _url(self, path: str, query: dict[str, str] | None) -> URL:
         text = self.api_base + path
         if query:
@@ -160,7 +173,14 @@ class ForgeClient(ABC):
             async with self.session.get(url, headers=headers, allow_redirects=False) as response:
                 if response.status >= 300:
                     self._raise_for_status(response.status, url)
-                return await response.json(content_type=None), response.links
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    raise ForgeApiError(
+                        f"GET {url.path} on {self.host} returned a body that is not JSON",
+                        fix="check the forge's api_url in the config file",
+                    ) from None
+                return data, response.links
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ForgeApiError(
                 f"forge API request to {self.host} failed: {type(error).__name__}: {error}",
@@ -198,18 +218,21 @@ class GitHubClient(ForgeClient):
 
     async def repository(self, repo_path: str) -> RepositoryInfo:
         data = await self.get_json(f"/repos/{_quote_path(repo_path)}")
-        return RepositoryInfo(id=int(data["id"]), default_branch=str(data["default_branch"]))
+        with self._expect_shape(f"repository {repo_path}"):
+            return RepositoryInfo(id=int(data["id"]), default_branch=str(data["default_branch"]))
 
     async def issue(self, repo_path: str, number: int) -> IssueDetails:
         base = f"/repos/{_quote_path(repo_path)}/issues/{number}"
         data = await self.get_json(base)
         comments = await self.get_all(f"{base}/comments", dict(self.comment_page_params))
-        return _owner_repo_issue(data, comments)
+        with self._expect_shape(f"issue {number} of {repo_path}"):
+            return _owner_repo_issue(data, comments)
 
     async def pull_request(self, repo_path: str, number: int) -> IssueDetails:
         issue = await self.issue(repo_path, number)
         pull = await self.get_json(f"/repos/{_quote_path(repo_path)}/pulls/{number}")
-        return _with_branches(issue, pull, repo_path)
+        with self._expect_shape(f"pull request {number} of {repo_path}"):
+            return _with_branches(issue, pull, repo_path)
 
 
 class ForgejoClient(GitHubClient):
@@ -226,29 +249,33 @@ class GitLabClient(ForgeClient):
 
     async def repository(self, repo_path: str) -> RepositoryInfo:
         data = await self.get_json(f"/projects/{_quote_segment(repo_path)}")
-        return RepositoryInfo(id=int(data["id"]), default_branch=str(data["default_branch"]))
+        with self._expect_shape(f"project {repo_path}"):
+            return RepositoryInfo(id=int(data["id"]), default_branch=str(data["default_branch"]))
 
     async def issue(self, repo_path: str, number: int) -> IssueDetails:
         base = f"/projects/{_quote_segment(repo_path)}/issues/{number}"
         data = await self.get_json(base)
         notes = await self._notes(f"{base}/notes")
-        return _gitlab_item(data, notes, is_merge_request=False)
+        with self._expect_shape(f"issue {number} of {repo_path}"):
+            return _gitlab_item(data, notes, is_merge_request=False)
 
     async def pull_request(self, repo_path: str, number: int) -> IssueDetails:
         base = f"/projects/{_quote_segment(repo_path)}/merge_requests/{number}"
         data = await self.get_json(base)
         notes = await self._notes(f"{base}/notes")
-        return _gitlab_item(data, notes, is_merge_request=True)
+        with self._expect_shape(f"merge request {number} of {repo_path}"):
+            return _gitlab_item(data, notes, is_merge_request=True)
 
     async def _notes(self, path: str) -> list[Comment]:
         notes = await self.get_all(path, {"per_page": "100", "sort": "asc",
                                           "order_by": "created_at"})
-        return [
-            Comment(id=int(note["id"]), author=str(note["author"]["username"]),
-                    body=str(note.get("body") or ""), created_at=note.get("created_at"))
-            for note in notes
-            if not note.get("system")
-        ]
+        with self._expect_shape(f"the notes at {path}"):
+            return [
+                Comment(id=int(note["id"]), author=str(note["author"]["username"]),
+                        body=str(note.get("body") or ""), created_at=note.get("created_at"))
+                for note in notes
+                if not note.get("system")
+            ]
 
 
 def client_for(

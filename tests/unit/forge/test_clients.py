@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from devaipod.config import ForgeKind, ForgeSettings, parse_config
 from devaipod.errors import UserError
-from devaipod.forge.clients import client_for, fetch_forge_context
+from devaipod.forge.clients import ForgeApiError, client_for, fetch_forge_context
 from devaipod.forge.tokens import ForgeToken
 from devaipod.forge.urls import parse_forge_url
 from support.fake_forge import FakeForge
@@ -167,3 +168,51 @@ async def test_fetch_forge_context_repository_url() -> None:
     assert context.item is None
     assert context.token_source is None
     assert context.repository.default_branch == "main"
+
+
+async def _serve_odd_forge(kind: ForgeKind, item_body: bytes,
+                           content_type: str) -> tuple[web.AppRunner, str]:
+    """Serve a repository as documented and every other path with `item_body`."""
+    async def handle(request: web.Request) -> web.Response:
+        if request.path.rstrip("/").endswith(("/repos/o/r", "/projects/o%2Fr", "/projects/o/r")):
+            return web.json_response({"id": 7, "default_branch": "main"})
+        return web.Response(body=item_body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"127.0.0.1:{port}"
+
+
+ODD_ITEM_BODIES = [
+    (b"<html><body>Sign in</body></html>", "text/html"),
+    (b'["not", "an", "issue"]', "application/json"),
+    (b'{"number": "one", "iid": "one"}', "application/json"),
+    (b'{"number": 1, "iid": 1, "labels": ["bug"], "user": "bob", "author": "bob"}',
+     "application/json"),
+    (b"\xff\xfe not utf-8", "application/json"),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("body", "content_type"), ODD_ITEM_BODIES)
+async def test_fetch_context_odd_item_is_forge_error(kind: ForgeKind, body: bytes,
+                                                     content_type: str) -> None:
+    runner, host = await _serve_odd_forge(kind, body, content_type)
+    try:
+        api = {"github": "/api/v3", "gitlab": "/api/v4", "forgejo": "/api/v1"}[kind]
+        section = {"github": "issues", "gitlab": "-/issues", "forgejo": "issues"}[kind]
+        config = parse_config(
+            f'[forges."{host}"]\nkind = "{kind}"\napi_url = "http://{host}{api}"\n', "t")
+        parsed = parse_forge_url(f"http://{host}/o/r/{section}/1", config)
+
+        with pytest.raises(ForgeApiError) as raised:
+            await fetch_forge_context(parsed, config, env={"HOME": "/nonexistent"})
+    finally:
+        await runner.cleanup()
+
+    assert host in raised.value.message
