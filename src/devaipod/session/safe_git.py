@@ -49,6 +49,18 @@ def redact_url(text: str) -> str:
     return _URL_USERINFO.sub(keep_user, text)
 
 
+# An HTTP credential header inside a git argument, such as an `http.<url>.extraHeader` value.
+_CREDENTIAL_HEADER = re.compile(
+    r"(?i)\b((?:authorization|proxy-authorization):\s*(?:bearer\s+|basic\s+|token\s+)?"
+    r"|private-token:\s*)\S+"
+)
+
+
+def redact_credentials(text: str) -> str:
+    """Return `text` without URL credentials and without the values of credential headers."""
+    return _CREDENTIAL_HEADER.sub(r"\1[REDACTED]", redact_url(text))
+
+
 class GitError(DevaipodError):
     """A host-side git command failed."""
 
@@ -84,7 +96,7 @@ def run_git(
         config = [item for item in config if not item.startswith("credential.helper")]
         config = _drop_dangling_c(config)
     argv = ["git", *config, *args]
-    log.debug("running %s in %s", redact_url(" ".join(argv)), cwd)
+    log.debug("running %s in %s", redact_credentials(" ".join(argv)), cwd)
     env = safe_git_env()
     if secret_config:
         env["GIT_CONFIG_COUNT"] = str(len(secret_config))
@@ -96,7 +108,8 @@ def run_git(
     )
     if check and completed.returncode != 0:
         raise GitError(
-            f"git {args[0]} failed in {cwd}: {redact_url(completed.stderr.strip()[-800:])}",
+            f"git {args[0]} failed in {cwd}: "
+            f"{redact_credentials(completed.stderr.strip()[-800:])}",
         )
     return completed
 
