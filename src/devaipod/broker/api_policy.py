@@ -54,6 +54,12 @@ _PULL_REQUEST_KEYS: dict[ForgeKind, frozenset[str]] = {
 # skipping leading whitespace.
 _GITLAB_DRAFT_TITLE = re.compile(r"(draft:|\[draft\]|\(draft\))", re.IGNORECASE)
 _FORGEJO_DRAFT_TITLE = re.compile(r"(wip:|\[wip\])", re.IGNORECASE)
+# GitLab runs a quick action (`/merge`, `/approve`, `/ready`, `/move`, `/target_branch`...)
+# that starts a line of a note, also when the note comes through the REST API. Such lines are
+# denied, because they would act beyond the operation checked.
+# NOTE: that a new merge request's description runs them too is assumed from GitLab's web UI,
+# so descriptions are checked the same way. Leading spaces are denied to be safe.
+_GITLAB_QUICK_ACTION = re.compile(r"^\s*/[A-Za-z_]")
 # Numbers in canonical form only: "007" is denied rather than forwarded as another spelling.
 _NUMBER = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 
@@ -365,7 +371,7 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
             return _allow(context, repo, request, "list-comments", rest, number=item)
         case ("POST", ["issues", number, "comments"]):
             item = _require(issue(_number(number)), "comment", "create-comment", _number(number))
-            body = _comment_body(request.body, "create-comment")
+            body = _comment_body(context.kind, request.body, "create-comment")
             return _allow(context, repo, request, "create-comment", rest, number=item, body=body)
         case ("GET", ["issues", "comments", comment_id]):
             own = _own_comment(state, repo, comment_id, "read-comment")
@@ -374,7 +380,7 @@ def _decide_owner_repo(context: GateContext, state: SessionState, request: _Norm
         case ("PATCH", ["issues", "comments", comment_id]):
             comment_number, comment = _own_comment(state, repo, comment_id, "edit-comment")
             _require(issue(comment.number), "edit-own", "edit-comment", comment.number)
-            body = _comment_body(request.body, "edit-comment")
+            body = _comment_body(context.kind, request.body, "edit-comment")
             return _allow(context, repo, request, "edit-comment", rest, number=comment.number,
                           comment_id=comment_number, body=body)
         case ("DELETE", ["issues", "comments", comment_id]):
@@ -456,7 +462,7 @@ def _gitlab_note(
                           on_merge_request=on_mr)
         case ("POST", []):
             _require(permissions, "comment", "create-comment", item)
-            body = _comment_body(request.body, "create-comment")
+            body = _comment_body(context.kind, request.body, "create-comment")
             return _allow(context, repo, request, "create-comment", rest, number=item,
                           on_merge_request=on_mr, body=body)
         case ("GET", [note_id]):
@@ -470,7 +476,9 @@ def _gitlab_note(
                 raise Denied(f"note {comment_id} belongs to another issue or merge request",
                              operation)
             _require(permissions, "edit-own", operation, item)
-            edited = _comment_body(request.body, operation) if method == "PUT" else None
+            edited = None
+            if method == "PUT":
+                edited = _comment_body(context.kind, request.body, operation)
             return _allow(context, repo, request, operation, rest, number=item,
                           on_merge_request=on_mr, comment_id=comment_id, body=edited)
     raise Denied(f"no rule allows {method} on this note path")
@@ -558,13 +566,26 @@ def _own_comment(state: SessionState, repo: ScopedRepo, text: str, operation: st
     return comment_id, comment
 
 
-def _comment_body(body: dict[str, Any] | None, operation: str) -> dict[str, Any]:
+def _comment_body(kind: ForgeKind, body: dict[str, Any] | None, operation: str
+                  ) -> dict[str, Any]:
     if body is None or set(body) != {"body"}:
         keys = sorted(body) if body else []
         raise Denied(f"a comment body must have exactly the key 'body', not {keys}", operation)
     if not isinstance(body["body"], str) or not body["body"].strip():
         raise Denied("the comment body must be a non-empty string", operation)
+    _reject_quick_actions(kind, body["body"], "the comment body", operation)
     return {"body": body["body"]}
+
+
+def _reject_quick_actions(kind: ForgeKind, text: str, where: str, operation: str) -> None:
+    """Deny GitLab text with a line that GitLab would run as a quick action."""
+    if kind != "gitlab":
+        return
+    for line in text.splitlines():
+        if _GITLAB_QUICK_ACTION.match(line):
+            raise Denied(f"{where} has a line starting with '/', which GitLab runs as a quick "
+                         f"action ({line.strip()[:40]!r}); reword it so that no line starts "
+                         "with '/'", operation)
 
 
 def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
@@ -593,6 +614,7 @@ def _pull_request_body(kind: ForgeKind, state: SessionState, repo: ScopedRepo,
     text = body.get(text_key, "")
     if not isinstance(text, str):
         raise Denied(f"the pull request {text_key} must be a string", operation)
+    _reject_quick_actions(kind, text, f"the merge request {text_key}", operation)
 
     head = body.get(head_key)
     if not isinstance(head, str) or not _is_session_branch(kind, repo, output, head):

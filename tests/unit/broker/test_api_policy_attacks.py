@@ -62,3 +62,67 @@ def test_query_value_with_newline_is_denied(value: str) -> None:
     decision = decide(session_context("gitlab", HOST), SessionState(), request)
 
     assert not decision.allowed
+
+
+QUICK_ACTION_TEXTS = [
+    "/merge",
+    "Done.\n/approve",
+    "Looks good\n  /ready",
+    "text\r/move other/project",
+    "a\n/target_branch release",
+]
+
+
+@pytest.mark.parametrize("text", QUICK_ACTION_TEXTS)
+@pytest.mark.parametrize("section", ["issues/1", "merge_requests/1"])
+def test_gitlab_note_quick_action_denied(text: str, section: str) -> None:
+    # GitLab runs quick actions found at the start of a note's lines, so a comment could
+    # merge, approve or move the item, none of which the scope grants.
+    decision = _post("gitlab", f"/projects/{PROJECT_ID}/{section}/notes",
+                     json.dumps({"body": text}).encode())
+
+    assert not decision.allowed
+    assert "quick action" in decision.reason
+
+
+@pytest.mark.parametrize("text", QUICK_ACTION_TEXTS)
+def test_gitlab_edited_note_quick_action_denied(text: str) -> None:
+    context = session_context("gitlab", HOST)
+    state = SessionState()
+    created = _post("gitlab", f"/projects/{PROJECT_ID}/issues/1/notes", b'{"body":"hi"}')
+    state.finish(created, 201, {"id": 77})
+    request = ApiRequest(method="PUT", raw_path=f"/projects/{PROJECT_ID}/issues/1/notes/77",
+                         query="", headers=[("Content-Type", "application/json")],
+                         body=json.dumps({"body": text}).encode())
+
+    decision = decide(context, state, request)
+
+    assert not decision.allowed
+    assert "quick action" in decision.reason
+
+
+@pytest.mark.parametrize("text", QUICK_ACTION_TEXTS)
+def test_gitlab_merge_request_quick_action_denied(text: str) -> None:
+    # A new merge request's description runs quick actions too, such as /ready (no longer
+    # a draft) or /target_branch (another base than the one checked).
+    body = allowed_pull_request_body("gitlab") | {"description": text}
+
+    decision = _post("gitlab", _pulls_path("gitlab"), json.dumps(body).encode())
+
+    assert not decision.allowed
+    assert "quick action" in decision.reason
+
+
+@pytest.mark.parametrize("kind", ["github", "forgejo"])
+def test_slash_line_allowed_without_quick_actions(kind: ForgeKind) -> None:
+    decision = _post(kind, "/repos/octo/hello/issues/1/comments",
+                     json.dumps({"body": "Run it as\n/usr/bin/env python3"}).encode())
+
+    assert decision.allowed, decision.reason
+
+
+def test_gitlab_note_slash_inside_line_allowed() -> None:
+    decision = _post("gitlab", f"/projects/{PROJECT_ID}/issues/1/notes",
+                     json.dumps({"body": "See src/a.py and the /merge docs"}).encode())
+
+    assert decision.allowed, decision.reason
