@@ -225,6 +225,12 @@ def agent_home_files(agent: str, endpoint: McpEndpointInfo) -> dict[str, bytes]:
     return {config.path.removeprefix("~/"): config.text.encode() for config in configs}
 
 
+def has_mcp_client(agent: str) -> bool:
+    """Return whether `agent` gets an MCP registration from `agent_home_files`."""
+    probe = McpEndpointInfo(url=broker_mcp_url(1), credential="probe")
+    return bool(agent_home_files(agent, probe))
+
+
 def _json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2) + "\n"
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devaipod.agents.mcp_config import McpEndpointInfo, agent_home_files
+from devaipod.agents.adapters import resolve_agent
+from devaipod.agents.mcp_config import McpEndpointInfo, agent_home_files, has_mcp_client
 from devaipod.broker.audit import AuditFormatError, read_entries
 from devaipod.broker.server import DEFAULT_UPSTREAM_USERNAME
 from devaipod.config import ForgeSettings, UserConfig, load_config
@@ -46,6 +47,7 @@ from devaipod.session.up import (
     apply_session,
     plan_agent_session,
 )
+from devaipod.session.workspace import workspace_settings
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +295,19 @@ def _item_name(forge_url: ForgeUrl) -> str:
     return forge_url.name
 
 
+def _agent_has_mcp_client(request: RunRequest, clone: Path, env: dict[str, str]) -> bool:
+    """Return whether the session's agent reads an MCP registration (aider and commands do not).
+
+    Resolves the agent as `plan_agent_session` does: `--agent`, else the devcontainer's
+    `customizations.devaipod.agent`, else the default agent.
+    """
+    agent = request.agent
+    if agent is None:
+        found = workspace_settings(clone, clone.name, request.image, None, env)
+        agent = found.customizations.agent
+    return has_mcp_client(resolve_agent(agent).name)
+
+
 def prepare_run(
     request: RunRequest,
     target: RunTarget,
@@ -317,7 +332,8 @@ def prepare_run(
             request.task,
             branch=target.branch,
             base_branch=target.base_branch,
-            mcp=bool(target.scope.attachedContexts),
+            mcp=bool(target.scope.attachedContexts)
+            and _agent_has_mcp_client(request, cloned.path, env),
         )
         up_request = UpRequest(
             source=forge_url.clone_url,

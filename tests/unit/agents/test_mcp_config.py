@@ -22,6 +22,7 @@ from devaipod.agents.mcp_config import (
     claude_mcp_config,
     codex_mcp_config,
     goose_mcp_config,
+    has_mcp_client,
     mcp_config_for,
     opencode_mcp_config,
 )
@@ -223,3 +224,12 @@ def test_home_files_parse_any_values(credential: str, name: str) -> None:
             assert json.dumps(name)[1:-1] in text
             if not path.endswith("settings.json"):
                 assert json.dumps(f"Bearer {credential}") in text
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [("opencode", True), ("claude", True), ("codex", True), ("goose", True),
+     ("aider", False), ("command", False)],
+)
+def test_has_mcp_client_per_agent(agent: str, expected: bool) -> None:
+    assert has_mcp_client(agent) is expected

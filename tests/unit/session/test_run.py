@@ -379,3 +379,23 @@ def test_describe_timeout_says_stopped(tmp_path: Path) -> None:
     lines = run.describe(_result(tmp_path, finished=False, timed_out=True, agent_exit_code=None))
 
     assert "the agent timed out, so the session was stopped" in lines
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [("opencode", True), ("claude", True), ("aider", False), ("sh -c 'make test'", False)],
+)
+def test_agent_mcp_client_by_flag(tmp_path: Path, agent: str, expected: bool) -> None:
+    request = run.RunRequest(url="https://codeberg.org/o/r/issues/1", agent=agent)
+
+    assert run._agent_has_mcp_client(request, tmp_path, {}) is expected
+
+
+def test_agent_mcp_client_from_devcontainer(tmp_path: Path) -> None:
+    (tmp_path / ".devcontainer").mkdir()
+    (tmp_path / ".devcontainer" / "devcontainer.json").write_text(
+        '{"image": "localhost/x", "customizations": {"devaipod": {"agent": "aider"}}}'
+    )
+    request = run.RunRequest(url="https://codeberg.org/o/r/issues/1")
+
+    assert run._agent_has_mcp_client(request, tmp_path, {}) is False
