@@ -303,11 +303,19 @@ def _build(
 
 
 def _remove_other_images(podman: str, keep: str) -> None:
-    """Remove older gateway images; podman keeps those that a container still uses."""
-    listed = _podman(
-        podman, "images", "--filter", f"reference={IMAGE_REPOSITORY}",
-        "--format", "{{.Repository}}:{{.Tag}}",
-    )  # fmt: skip
+    """Remove older gateway images; podman keeps those that a container still uses.
+
+    A failure only logs a warning, because the new image is built and usable already.
+    """
+    try:
+        listed = _podman(
+            podman, "images", "--filter", f"reference={IMAGE_REPOSITORY}",
+            "--format", "{{.Repository}}:{{.Tag}}",
+        )  # fmt: skip
+    except EngineError as error:
+        # Another devaipod removing an image while podman lists them fails the listing.
+        log.warning("listing older gateway images failed, none removed: %s", error.message)
+        return
     for image in sorted(set(listed.split())):
         if image == keep or not image.startswith(f"{IMAGE_REPOSITORY}:"):
             continue

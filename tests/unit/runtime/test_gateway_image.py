@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,16 @@ def test_build_network_only_without_git(monkeypatch: pytest.MonkeyPatch, tmp_pat
     gateway_image._build("podman", "img", tmp_path, containerfile, lambda _: None, offline=False)
     assert "--network=none" in commands[0]
     assert not any(part.startswith("--network") for part in commands[1])
+
+
+def test_cleanup_listing_failure_only_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_podman = tmp_path / "podman"
+    fake_podman.write_text("#!/bin/sh\necho 'Error: image not known' >&2\nexit 125\n")
+    fake_podman.chmod(0o755)
+
+    with caplog.at_level(logging.WARNING, logger="devaipod.runtime.gateway_image"):
+        gateway_image._remove_other_images(str(fake_podman), keep="localhost/x:1")
+
+    assert "image not known" in caplog.text
