@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +122,57 @@ def test_run_registers_mcp_in_home(
     assert host.token not in registration.read_text()
     # The image's own home files were copied into the volume before the registration.
     assert (home / ".profile").is_file()
+
+
+# Opens a pull request over the broker's REST gate and appends the HTTP status to a file in
+# the code volume, so each run of the agent leaves one line.
+PULL_REQUEST_AGENT = """\
+import json, os, subprocess, urllib.error, urllib.request
+subprocess.run(["git", "commit", "--quiet", "--allow-empty", "-m", "Greet"], check=True)
+subprocess.run(["git", "push", "--quiet"], check=False)
+request = urllib.request.Request(
+    os.environ["DEVAIPOD_FORGE_API_URL"] + "/repos/octo/hello/pulls",
+    data=json.dumps({"head": os.environ["BRANCH"], "base": "main", "title": "Greet"}).encode(),
+    headers={"Authorization": "Bearer " + os.environ["DEVAIPOD_BROKER_TOKEN"],
+             "Content-Type": "application/json"},
+    method="POST",
+)
+try:
+    status = urllib.request.urlopen(request, timeout=60).status
+except urllib.error.HTTPError as error:
+    status = error.code
+with open(".git/pull-request-statuses", "a") as statuses:
+    statuses.write(f"{status}\\n")
+"""
+
+
+def test_run_restart_keeps_pull_limit(
+    tmp_path: Path, test_image: str, podman_env: dict[str, str], session_name: str
+) -> None:
+    with forge_host("forgejo", tmp_path / "forge", test_image,
+                    files={"README.md": "# hello\n", "pr.py": PULL_REQUEST_AGENT}) as host:
+        env = _env(host, podman_env, test_image, tmp_path)
+        env["DEVAIPOD_AGENT_BRANCH"] = f"devaipod/issue-{host.issue}"
+
+        run_devaipod(
+            "run", host.issue_url(), "--agent", "python3 pr.py", "--name", session_name,
+            "--image", test_image, "--network", "none", "--timeout", "120", env=env,
+        )  # fmt: skip
+        # `start` runs the headless agent again, so it requests a second pull request
+        # from a restarted gateway, which must still count the first one.
+        run_devaipod("stop", session_name, env=env)
+        run_devaipod("start", session_name, env=env)
+        statuses: list[str] = []
+        for _ in range(120):
+            read = podman("exec", f"{session_name}-agent", "cat", ".git/pull-request-statuses",
+                          check=False)
+            statuses = read.stdout.split()
+            if len(statuses) >= 2:
+                break
+            time.sleep(0.5)
+
+        assert statuses == ["201", "403"]
+        created = [request for request in host.forge.writes()
+                   if request.raw_path.endswith("/pulls")]
+        assert len(created) == 1
+        run_devaipod("delete", "--force", session_name, env=env)
