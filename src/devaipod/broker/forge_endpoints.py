@@ -1,7 +1,7 @@
 """The broker's forge endpoints: the API gate at `/api/<host>/...` and the MCP tools at `/mcp`.
 
-They are served when the scope has attached contexts (an issue or pull request) and
-the broker knows where each forge's API lives.
+They are served when the scope attaches an issue or pull request or opens one
+(`Scope.uses_forge_api`), and the broker knows where each forge's API lives.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ async def prepare_forge_endpoints(
     service = ApiGateService(gates, audit_log)
 
     # Imported here because the mcp SDK takes seconds to import, and most broker
-    # starts (no attached issue or pull request) do not need it.
+    # starts (local mode, with no forge API) do not need it.
     from devaipod.broker.mcp_server import (
         ForgeTools,
         McpEndpoint,

@@ -53,8 +53,9 @@ class BrokerConfig:
     """Mirrors and spooled pushes live here."""
     upstream_username: str = DEFAULT_UPSTREAM_USERNAME
     forge_config: UserConfig | None = None
-    """Forge kinds and API URLs; with it, a scope with attached contexts also gets the
-    forge API gate at /api/<host>/... and the MCP tools at /mcp."""
+    """Forge kinds and API URLs. With them the broker serves the forge API gate at
+    /api/<host>/... when `scope.uses_forge_api`, and MCP tools at /mcp for an attached issue
+    or pull request."""
 
 
 def presented_credential(authorization: str | None) -> str | None:
@@ -174,7 +175,7 @@ async def start_broker(
     """
     config.state_dir.mkdir(parents=True, exist_ok=True)
     forge = None
-    if config.forge_config is not None and config.scope.attachedContexts:
+    if config.forge_config is not None and config.scope.uses_forge_api:
         forge = await prepare_forge_endpoints(
             config.scope, config.forge_config, upstream_token=config.upstream_token,
             audit_log=config.audit_log, session_credential=config.session_credential,

@@ -201,7 +201,8 @@ def load_or_create_credential(path: Path) -> str:
     multiple=True,
     metavar="HOST=URL",
     help="REST API base URL of forge HOST (HOST[:PORT] as in web URLs), overriding the config "
-    "file's api_url. Used when the scope attaches an issue or pull request. Repeatable.",
+    "file's api_url. Used when the scope attaches an issue or pull request, or opens one. "
+    "Repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the ready line as one JSON object.")
 def broker(
@@ -224,16 +225,17 @@ def broker(
     Agents clone and push through http://HOST:PORT/git/<host>/<path>.git with the
     session credential as HTTP Basic password or Bearer token; the broker forwards
     allowed requests to the scope's repositories with the forge token. When the scope
-    attaches an issue or pull request, the broker also serves the forge API gate at
-    /api/<host>/<API path> and MCP tools at /mcp (streamable HTTP, Bearer credential).
+    attaches an issue or pull request, or its output opens one, the broker also serves
+    the forge API gate at /api/<host>/<API path>; with an attached issue or pull request
+    also MCP tools at /mcp (streamable HTTP, Bearer credential).
     """
     unix_socket = parse_unix_listen_address(listen)
     host, port = ("", 0) if unix_socket is not None else parse_listen_address(listen)
     scope = load_scope(scope_file)
     forge_api_overrides = parse_forge_api_urls(forge_api_urls)
-    # The config file matters only for the forge endpoints, which need attached contexts.
+    # The config file matters only for the forge endpoints.
     forge_config = (
-        with_api_urls(load_config(), forge_api_overrides) if scope.attachedContexts else None
+        with_api_urls(load_config(), forge_api_overrides) if scope.uses_forge_api else None
     )
     egress_address: tuple[str, int] | Path | None = None
     if egress_listen:

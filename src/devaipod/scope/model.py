@@ -131,6 +131,14 @@ class Scope(_ScopeModel):
     attachedContexts: list[AttachedContext] = Field(default_factory=list)
     network: NetworkScope = Field(default_factory=NetworkScope)
 
+    @property
+    def uses_forge_api(self) -> bool:
+        """Whether the broker serves the forge API gate: an issue or pull request is
+        attached, or a repository's output opens a pull request."""
+        return bool(self.attachedContexts) or any(
+            repo.output is not None and repo.output.createPullRequest for repo in self.repos
+        )
+
 
 def _field_path(location: tuple[int | str, ...]) -> str:
     path = ""
