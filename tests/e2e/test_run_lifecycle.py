@@ -176,3 +176,27 @@ def test_run_restart_keeps_pull_limit(
                    if request.raw_path.endswith("/pulls")]
         assert len(created) == 1
         run_devaipod("delete", "--force", session_name, env=env)
+
+
+def test_run_repository_url_opens_pull(
+    tmp_path: Path, test_image: str, podman_env: dict[str, str], session_name: str
+) -> None:
+    with forge_host("forgejo", tmp_path / "forge", test_image,
+                    files={"README.md": "# hello\n", "pr.py": PULL_REQUEST_AGENT}) as host:
+        env = _env(host, podman_env, test_image, tmp_path)
+        env["DEVAIPOD_AGENT_BRANCH"] = "devaipod/work"
+
+        completed = run_devaipod(
+            "run", f"{host.web_url}/{host.repo_path}.git", "Tidy the README",
+            "--agent", "python3 pr.py", "--name", session_name, "--image", test_image,
+            "--network", "none", "--timeout", "120", "--json", env=env,
+        )  # fmt: skip
+
+        result = json.loads(completed.stdout)
+        assert result["branch"] == "devaipod/work"
+        assert [push["ref"] for push in result["pushes"]] == ["refs/heads/devaipod/work"]
+        assert len(result["pull_requests"]) == 1
+        created = [request for request in host.forge.writes()
+                   if request.raw_path.endswith("/pulls")]
+        assert len(created) == 1
+        run_devaipod("delete", session_name, env=env)
