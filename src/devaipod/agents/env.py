@@ -37,6 +37,10 @@ FORGE_TOKEN_NAMES = frozenset(
 )
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A token or secret at least this long is found inside a longer value too, such as a URL
+# with the token as its password or an `Authorization` header. Forge tokens are longer
+# (GitHub's ghp_ tokens have 40 characters), so only test values are shorter.
+MIN_CONTAINED_SECRET = 8
 
 
 def agent_environment(
@@ -56,7 +60,7 @@ def agent_environment(
     `containerEnv` overlaid with `remoteEnv`), so the devcontainer only fills names the
     host does not set. Other `devcontainer_env` names never reach the agent.
 
-    Raises UserError when a forge token would reach the agent, by name or by value, or when
+    Raises UserError when a forge token would reach the agent, by name or in a value, or when
     a name in `withheld` (the devcontainer's secrets) is requested. The forge token values
     are those of the host's token variables and `broker_tokens`, the tokens the broker
     holds wherever they were found (an engine secret, the forge CLI's login). An error makes the
@@ -111,20 +115,40 @@ def agent_environment(
                 fix="secrets declared in devcontainer.json reach the workspace only; "
                 "remove it from the agent's allowlist",
             )
-        if value in secret_values:
+        secret_name = _contained(value, secret_values)
+        if secret_name is not None:
             raise UserError(
-                f"{source} has the value of the devcontainer secret {secret_values[value]}, "
-                "which would reach the agent",
+                f"{source} {_verb(value, secret_values)} the value of the devcontainer secret "
+                f"{secret_name}, which would reach the agent",
                 fix="secrets declared in devcontainer.json reach the workspace only; "
                 "pass the agent another value",
             )
-        if value in token_values:
+        token_name = _contained(value, token_values)
+        if token_name is not None:
             raise UserError(
-                f"{source} has the value of the forge token {token_values[value]}, which "
-                "would reach the agent",
+                f"{source} {_verb(value, token_values)} the value of the forge token "
+                f"{token_name}, which would reach the agent",
                 fix="forge tokens stay with the broker; pass the agent another value",
             )
     return selected
+
+
+def _contained(value: str, secrets: Mapping[str, str]) -> str | None:
+    """Return the name of the secret that `value` is or contains, or None.
+
+    Secrets shorter than MIN_CONTAINED_SECRET characters count only as the whole value,
+    because a short string would match inside unrelated values.
+    """
+    if value in secrets:
+        return secrets[value]
+    for secret, name in secrets.items():
+        if len(secret) >= MIN_CONTAINED_SECRET and secret in value:
+            return name
+    return None
+
+
+def _verb(value: str, secrets: Mapping[str, str]) -> str:
+    return "has" if value in secrets else "contains"
 
 
 def _check_name(name: str, *, source: str) -> None:

@@ -157,3 +157,42 @@ def test_devaipod_own_names_rejected(env: dict[str, str], allowed: list[str]) ->
 def test_devaipod_own_name_in_vars_rejected() -> None:
     with pytest.raises(UserError, match=r"\[env.vars\] DEVAIPOD_MCP_URL would replace"):
         agent_environment({}, fixed={"DEVAIPOD_MCP_URL": "http://elsewhere"})
+
+
+TOKEN_CARRIERS = [
+    "https://oauth2:ghp_0123456789abcdef@gitlab.example/g/p.git",
+    "Bearer ghp_0123456789abcdef",
+    "ghp_0123456789abcdef\n",
+    " ghp_0123456789abcdef",
+]
+
+
+@pytest.mark.parametrize("value", TOKEN_CARRIERS)
+def test_value_containing_forge_token_rejected(value: str) -> None:
+    env = {"GH_TOKEN": "ghp_0123456789abcdef", "DEVAIPOD_AGENT_REMOTE": value}
+
+    with pytest.raises(UserError, match="REMOTE contains the value of .*GH_TOKEN") as caught:
+        agent_environment(env)
+
+    assert "ghp_0123456789abcdef" not in caught.value.render()
+
+
+@pytest.mark.parametrize("value", TOKEN_CARRIERS)
+def test_value_containing_broker_token_rejected(value: str) -> None:
+    env = {"DEVAIPOD_AGENT_REMOTE": value}
+
+    with pytest.raises(UserError, match="forge token that the broker holds"):
+        agent_environment(env, broker_tokens=["ghp_0123456789abcdef"])
+
+
+def test_value_containing_secret_rejected() -> None:
+    env = {"DB_PASSWORD": "pw-0123456789", "DEVAIPOD_AGENT_DSN": "postgres://u:pw-0123456789@db"}
+
+    with pytest.raises(UserError, match="DSN contains the value of the devcontainer secret"):
+        agent_environment(env, withheld=["DB_PASSWORD"])
+
+
+def test_short_token_matches_whole_value() -> None:
+    env = {"GH_TOKEN": "abc", "DEVAIPOD_AGENT_WORD": "abcdef"}
+
+    assert agent_environment(env) == {"WORD": "abcdef"}
