@@ -107,8 +107,9 @@ def run_git(
         argv, cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if check and completed.returncode != 0:
+        where = f" in {cwd}" if cwd is not None else ""
         raise GitError(
-            f"git {args[0]} failed in {cwd}: "
+            f"git {args[0]} failed{where}: "
             f"{redact_credentials(completed.stderr.strip()[-800:])}",
         )
     return completed

@@ -61,3 +61,13 @@ def test_git_error_hides_header_value(tmp_path: Path) -> None:
 
     assert "key does not contain a section" in raised.value.message
     assert CREDENTIAL not in raised.value.message
+
+
+def test_git_error_without_cwd_names_no_folder(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+
+    with pytest.raises(GitError) as raised:
+        run_git(["clone", "--quiet", str(missing), str(tmp_path / "clone")])
+
+    assert raised.value.message.startswith("git clone failed: ")
+    assert "None" not in raised.value.message
