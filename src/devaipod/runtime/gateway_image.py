@@ -191,11 +191,16 @@ def _probe_base(base_image: str, podman: str) -> tuple[TargetPython, bool]:
         text=True,
     )  # fmt: skip
     if completed.returncode != 0:
+        # podman prints its pull retries before the final error, so the last line says most.
+        stderr_lines = [line.strip() for line in completed.stderr.splitlines() if line.strip()]
+        reason = f"exit code {completed.returncode}"
+        if stderr_lines:
+            reason = stderr_lines[-1][-500:]
         raise UserError(
-            f"cannot run python3 in the gateway base image {base_image}: "
-            f"{completed.stderr.strip()[-500:]}",
-            fix=f"set {BASE_IMAGE_ENV} or [gateway] base_image in the config file to an "
-            f"image with python3 >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]}",
+            f"cannot run python3 in the gateway base image {base_image}: {reason}",
+            fix=f"build or pull {base_image} first, or name an image with python3 >= "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} with --gateway-base-image, {BASE_IMAGE_ENV} "
+            "or [gateway] base_image in the config file",
         )
     data = json.loads(completed.stdout.strip().splitlines()[-1])
     if (data["major"], data["minor"]) < MIN_PYTHON or data["implementation"] != "cpython":

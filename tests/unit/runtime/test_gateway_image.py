@@ -118,6 +118,28 @@ def test_probe_python_missing_python_rejected(monkeypatch: pytest.MonkeyPatch) -
     assert "python3: not found" in raised.value.message
 
 
+def test_probe_python_missing_image_last_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    stderr = (
+        'Trying to pull localhost/nope:2...\n'
+        'time="..." level=warning msg="Failed, retrying in 1s ... (3/3)"\n'
+        "Error: initializing source docker://localhost/nope:2: connection refused\n"
+    )
+
+    def run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 125, "", stderr)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(UserError) as raised:
+        gateway_image.probe_python("localhost/nope:2")
+
+    assert raised.value.message.endswith(
+        "localhost/nope:2: Error: initializing source docker://localhost/nope:2: "
+        "connection refused")
+    assert "retrying" not in raised.value.message
+    assert "--gateway-base-image" in (raised.value.fix or "")
+    assert BASE_IMAGE_ENV in (raised.value.fix or "")
+
+
 def test_probe_python_unknown_libc_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_probe(monkeypatch, 0, probe_output(libc="", libc_version=""))
     with pytest.raises(UserError) as raised:
