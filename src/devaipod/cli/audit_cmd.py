@@ -46,15 +46,6 @@ def _resolve_path(name: str | None, file: Path | None) -> Path:
     return path
 
 
-def _cell(value: object) -> Text:
-    """Return a table cell showing `value` with terminal control characters escaped.
-
-    Audit entries hold agent-chosen strings (ref names, paths), which must not move the
-    cursor, retitle the window or reorder what the reader sees.
-    """
-    return Text(str(value).translate(_TERMINAL_CONTROLS))
-
-
 def _short(oid: object) -> str:
     return str(oid)[:SHORT_OID_LENGTH] if oid else ""
 
@@ -65,6 +56,26 @@ def _target(entry: dict[str, object]) -> str:
     if old_oid or new_oid:
         target += f" {_short(old_oid)}..{_short(new_oid)}"
     return target
+
+
+def _columns(entry: dict[str, object]) -> list[str]:
+    """Return the table's columns for one entry, with terminal controls (tabs too) escaped.
+
+    Audit entries hold agent-chosen strings (ref names, paths), which must not move the
+    cursor, retitle the window, reorder what the reader sees or add a column.
+    """
+    time = str(entry.get("time", "")).replace("T", " ")[:19]
+    status = entry.get("upstream_status")
+    values = [
+        time,
+        entry.get("kind", ""),
+        entry.get("decision", ""),
+        entry.get("repository") or "",
+        _target(entry),
+        entry.get("reason", ""),
+        "" if status is None else status,
+    ]
+    return [str(value).translate(_TERMINAL_CONTROLS) for value in values]
 
 
 def _table(entries: list[dict[str, object]], path: Path) -> Table:
@@ -78,20 +89,12 @@ def _table(entries: list[dict[str, object]], path: Path) -> Table:
     table.add_column("upstream", justify="right")
 
     for entry in entries:
-        decision = str(entry.get("decision", ""))
-        style = "green" if decision == "allow" else "red"
-        time = str(entry.get("time", "")).replace("T", " ")[:19]
-        status = entry.get("upstream_status")
+        columns = _columns(entry)
+        style = "green" if columns[2] == "allow" else "red"
         # Text cells, because entries hold agent-chosen strings that must not act as markup.
-        table.add_row(
-            _cell(time),
-            _cell(entry.get("kind", "")),
-            Text(decision.translate(_TERMINAL_CONTROLS), style=style),
-            _cell(entry.get("repository") or ""),
-            _cell(_target(entry)),
-            _cell(entry.get("reason", "")),
-            _cell("" if status is None else status),
-        )
+        cells = [Text(value) for value in columns]
+        cells[2].stylize(style)
+        table.add_row(*cells)
     return table
 
 
@@ -142,7 +145,8 @@ def audit(name: str | None, file: Path | None, as_json: bool, verify: bool) -> N
     """Show the audit log of session NAME (with or without the devaipod- prefix).
 
     Every broker decision is one entry: time, kind, decision, repository, ref or path,
-    reason, and the upstream's HTTP status.
+    reason, and the upstream's HTTP status. A terminal gets a table; a pipe or file gets
+    one tab-separated line per entry with the same columns.
     """
     path = _resolve_path(name, file)
     if verify:
@@ -160,5 +164,11 @@ def audit(name: str | None, file: Path | None, as_json: bool, verify: bool) -> N
         return
     if not entries:
         output.info(f"audit log {path} is empty")
+        return
+    if not output.stdout.is_terminal:
+        # A table sized for an 80-column pipe cuts most cells, so grep, less and files get
+        # one tab-separated line per entry with every value whole.
+        for entry in entries:
+            output.result("\t".join(_columns(entry)))
         return
     output.stdout.print(_table(entries, path))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from devaipod import output
 from devaipod.broker.audit import AuditLog
@@ -66,8 +67,9 @@ def write_session_log(state_dir: Path, name: str = "demo") -> Path:
 
 def test_audit_table_by_session_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_session_log(tmp_path)
-    # Output to a pipe defaults to 80 columns, which would wrap the cells checked below.
-    monkeypatch.setattr(output.stdout, "width", 250)
+    # A terminal wide enough that no cell checked below wraps (a pipe gets plain lines).
+    monkeypatch.setattr(output, "stdout", Console(force_terminal=True, width=250,
+                                                  soft_wrap=True, highlight=False))
 
     result = run_cli("audit", "demo", state_dir=tmp_path)
 
@@ -76,6 +78,7 @@ def test_audit_table_by_session_name(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "devaipod: tags may not be pushed [v1]" in result.stdout
     assert "deny" in result.stdout
     assert "200" in result.stdout
+    assert "━" in result.stdout
 
 
 def test_audit_accepts_prefixed_name(tmp_path: Path) -> None:
@@ -191,3 +194,25 @@ def test_audit_json_escapes_c1_controls(tmp_path: Path) -> None:
     assert "\x9b" not in result.stdout
     assert "\x1b" not in result.stdout
     assert "\\u009b31m" in result.stdout
+
+
+def test_audit_piped_lines_keep_values_whole(tmp_path: Path) -> None:
+    write_session_log(tmp_path)
+
+    # run_cli captures stdout in a StringIO, which is not a terminal, like a pipe.
+    result = run_cli("audit", "demo", state_dir=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    allowed = lines[0].split("\t")
+    assert allowed[1:] == [
+        "git-push", "allow", "http://127.0.0.1:9/repo.git",
+        f"refs/heads/devaipod/demo {'0' * 10}..{'a' * 10}",
+        "devaipod: creates refs/heads/devaipod/demo", "200",
+    ]  # fmt: skip
+    denied = lines[1].split("\t")
+    assert denied[2] == "deny"
+    assert denied[5] == "devaipod: tags may not be pushed [v1]"
+    assert "━" not in result.stdout
+
