@@ -166,3 +166,28 @@ def test_run_ignores_fork_devcontainer_host_access(
 
     assert host_secret not in environ
     assert str(host_dir) not in mounts
+
+
+@pytest.mark.xfail(strict=True, reason="the broker's push policy (broker/git_push.py, "
+                   "ref_policy.py) checks ref names and fast-forwards only, so a push may add "
+                   "CI configuration that the forge then runs with the repository's secrets")
+def test_run_push_of_ci_workflow_rejected(
+    host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
+    session_name: str,
+) -> None:
+    # Forgejo Actions, like GitHub Actions and GitLab CI, runs the workflows of a pushed
+    # branch, so this push would run the agent's code with the repository's CI secrets.
+    env = _env(host, podman_env, test_image, tmp_path)
+    workflow = "on: push\\njobs:\\n  leak:\\n    runs-on: docker\\n    steps:\\n      - run: env\\n"
+    agent = shlex.join(["sh", "-c", "mkdir -p .forgejo/workflows && "
+                        f"printf '{workflow}' > .forgejo/workflows/leak.yml && "
+                        "git add -A && git commit -qm 'Add CI' && git push -q"])
+
+    run_devaipod(
+        "run", host.issue_url(), "--agent", agent, "--name", session_name,
+        "--image", test_image, "--network", "none", "--timeout", "90", "--json",
+        env=env, check=False, timeout=240,
+    )  # fmt: skip
+    refs = list_refs(host.bare_repo)
+
+    assert f"refs/heads/{TARGET_BRANCH}" not in refs
