@@ -82,7 +82,8 @@ def test_run_timeout_holds_with_fifo(
     assert "did not finish within 5 s" in completed.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="run.py wait_for_agent trusts the exit file that the "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="run.py wait_for_agent trusts the exit file that the "
                    "agent can write, and leaves the session running after it reports the "
                    "agent finished; the fix belongs to session/run.py's owners")
 def test_run_finished_agent_cannot_push(
@@ -121,7 +122,8 @@ def _push_fork_head(bare: Path, files: dict[str, str], ref: str, work: Path) -> 
     run_git("push", "--quiet", "origin", f"HEAD:{ref}", cwd=work)
 
 
-@pytest.mark.xfail(strict=True, reason="session/run.py prepare_run plans the session from the "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="session/run.py prepare_run plans the session from the "
                    "devcontainer.json of the checked-out fork head, so a fork's author picks "
                    "host mounts and host variables; the fix belongs to session/run.py's "
                    "owners")
@@ -168,7 +170,8 @@ def test_run_ignores_fork_devcontainer_host_access(
     assert str(host_dir) not in mounts
 
 
-@pytest.mark.xfail(strict=True, reason="the broker's push policy (broker/git_push.py, "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="the broker's push policy (broker/git_push.py, "
                    "ref_policy.py) checks ref names and fast-forwards only, so a push may add "
                    "CI configuration that the forge then runs with the repository's secrets")
 def test_run_push_of_ci_workflow_rejected(
