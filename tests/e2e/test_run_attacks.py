@@ -1,8 +1,8 @@
 """Attacks on `devaipod run` itself, on real podman with a fake Forgejo.
 
-The agent owns the file through which its tmux pane reports the exit status, so it can
-make `run` wait forever or report the agent as finished while it still works. A pull
-request from a fork brings its own devcontainer.json, which `run` obeys.
+The agent owns the file through which its tmux pane reports the exit status: `run` must
+neither wait forever on it nor let an agent that reports itself finished go on working.
+A pull request from a fork brings its own devcontainer.json, which `run` obeys.
 """
 
 from __future__ import annotations
@@ -55,9 +55,6 @@ def _env(host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path:
     return env
 
 
-@pytest.mark.xfail(strict=True, reason="run.py _agent_exit reads the agent's exit file with "
-                   "`podman exec cat` and no time limit, so a FIFO there blocks run past "
-                   "--timeout; the fix belongs to session/run.py's owners")
 def test_run_timeout_holds_with_fifo(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
@@ -82,10 +79,6 @@ def test_run_timeout_holds_with_fifo(
     assert "did not finish within 5 s" in completed.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="run.py wait_for_agent trusts the exit file that the "
-                   "agent can write, and leaves the session running after it reports the "
-                   "agent finished; the fix belongs to session/run.py's owners")
 def test_run_finished_agent_cannot_push(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,

@@ -92,6 +92,7 @@ class Engine(Protocol):
         user: str | None = None,
         workdir: str | None = None,
         env: dict[str, str] | None = None,
+        timeout_seconds: float | None = None,
     ) -> ExecResult: ...
 
     def list_containers(self, labels: dict[str, str | None]) -> list[ContainerInfo]: ...

@@ -41,14 +41,31 @@ class PodmanEngine:
         return path
 
     def run_engine(
-        self, argv: Sequence[str], *, input_bytes: bytes | None = None, check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input_bytes: bytes | None = None,
+        check: bool = True,
+        timeout_seconds: float | None = None,
     ) -> ExecResult:
-        """Run `podman ARGV` and return its output; raise EngineError on failure when `check`."""
+        """Run `podman ARGV` and return its output; raise EngineError on failure when `check`.
+
+        With `timeout_seconds`, a podman call that runs longer is killed and raises
+        EngineError whatever `check` is.
+        """
         full = [self._resolve_program(), *argv]
         log.debug("running %s", " ".join(full[:8]))
-        completed = subprocess.run(
-            full, input=input_bytes, capture_output=True, check=False, timeout=None
-        )
+        try:
+            completed = subprocess.run(
+                full, input=input_bytes, capture_output=True, check=False,
+                timeout=timeout_seconds,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            log.warning("podman %s timed out after %s s", " ".join(argv[:2]), timeout_seconds)
+            raise EngineError(
+                f"podman {' '.join(argv[:2])} timed out after {timeout_seconds} s",
+                fix="see `podman ps` for a stuck container",
+            ) from None
         result = ExecResult(
             argv=list(full),
             returncode=completed.returncode,
@@ -149,8 +166,12 @@ class PodmanEngine:
         user: str | None = None,
         workdir: str | None = None,
         env: dict[str, str] | None = None,
+        timeout_seconds: float | None = None,
     ) -> ExecResult:
-        """Run `command` in a running container and return its output, whatever its exit code."""
+        """Run `command` in a running container and return its output, whatever its exit code.
+
+        Raises EngineError when `timeout_seconds` pass first.
+        """
         argv = ["exec"]
         if user:
             argv.append(f"--user={user}")
@@ -159,7 +180,7 @@ class PodmanEngine:
         for key, value in (env or {}).items():
             argv.append(f"--env={key}={value}")
         argv.extend([name, *command])
-        return self.run_engine(argv, check=False)
+        return self.run_engine(argv, check=False, timeout_seconds=timeout_seconds)
 
     def list_containers(self, labels: dict[str, str | None]) -> list[ContainerInfo]:
         """Return every container (running or not) carrying all `labels` (None: any value)."""

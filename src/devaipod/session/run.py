@@ -24,7 +24,7 @@ from devaipod.agents.mcp_config import McpEndpointInfo, agent_home_files, has_mc
 from devaipod.broker.audit import AuditFormatError, read_entries
 from devaipod.broker.server import DEFAULT_UPSTREAM_USERNAME
 from devaipod.config import ForgeSettings, UserConfig, load_config
-from devaipod.errors import UserError
+from devaipod.errors import EngineError, UserError
 from devaipod.forge.clients import ForgeContext, fetch_forge_context
 from devaipod.forge.tokens import ForgeToken, discover_token, environment_variables
 from devaipod.forge.urls import ForgeUrl, parse_forge_url
@@ -403,8 +403,9 @@ def run_session(
     """Run `devaipod run`: resolve, clone, start, and (unless `request.wait` is off) wait.
 
     When planning or starting fails, `apply_session` removes the engine objects it
-    created, and the state directory of a new session is removed too. A timeout stops
-    the session's containers and keeps them for inspection.
+    created, and the state directory of a new session is removed too. Once the agent
+    finishes or the timeout passes, the session's containers are stopped and kept for
+    inspection.
     """
     env = dict(os.environ if host_env is None else host_env)
     config = user_config if user_config is not None else load_config()
@@ -443,9 +444,13 @@ def run_session(
                      f"(`devaipod logs --follow {session}`, `devaipod delete {session}`)")
             raise
         timed_out = not finished
-        if timed_out:
-            # The gateway holds the forge token, so nothing of the session keeps running.
-            stop_session(engine, session)
+        if finished:
+            # The exit status comes from a file the agent can write, so an agent could
+            # report itself finished and go on working: stop it before summarising.
+            progress(f"the agent finished; stopping session {session} so that nothing of it "
+                     f"keeps working (`devaipod start {session}` starts it again)")
+        # The gateway holds the forge token, so nothing of the session keeps running.
+        stop_session(engine, session)
     audit_log = session_audit_path(session)
     return RunResult(
         session=session,
@@ -491,6 +496,12 @@ def wait_for_agent(
         sleep(POLL_SECONDS)
 
 
+EXIT_READ_TIMEOUT_SECONDS = 10.0
+_READ_EXIT_FILE = (
+    f'f={AGENT_EXIT_FILE}; [ -f "$f" ] && [ ! -h "$f" ] && exec head -c 16 -- "$f" </dev/null'
+)
+
+
 def _agent_exit(engine: Engine, session: str) -> tuple[bool, int | None]:
     agents = engine.list_containers({LABEL_SESSION: session, LABEL_ROLE: Role.AGENT.value})
     if not agents:
@@ -503,7 +514,15 @@ def _agent_exit(engine: Engine, session: str) -> tuple[bool, int | None]:
         return True, agent.exit_code
     if agent.labels.get(LABEL_TMUX) != "1":
         return False, None
-    result = engine.exec_in_container(agent.name, ["cat", AGENT_EXIT_FILE])
+    # The agent can write this file, so only a regular file is read, at most 16 bytes, and
+    # the read is bounded in time: a FIFO or a link to /dev/zero must not stall `run`.
+    try:
+        result = engine.exec_in_container(
+            agent.name, ["sh", "-c", _READ_EXIT_FILE], timeout_seconds=EXIT_READ_TIMEOUT_SECONDS
+        )
+    except EngineError as error:
+        log.warning("reading the agent's exit file in %s failed: %s", agent.name, error.message)
+        return False, None
     text = result.stdout.strip()
     if result.returncode != 0 or not text.lstrip("-").isdigit():
         return False, None
