@@ -84,17 +84,25 @@ def derive_scope(forge_url: ForgeUrl, *, target_branch: str | None = None) -> Sc
     return Scope(repos=[repo], attachedContexts=contexts)
 
 
-def push_to_pull_request_head(scope: Scope, forge_url: ForgeUrl, details: IssueDetails) -> Scope:
+def push_to_pull_request_head(
+    scope: Scope, forge_url: ForgeUrl, details: IssueDetails, *, default_branch: str | None = None
+) -> Scope:
     """Point the derived scope at a pull request's own head branch, when it can be pushed.
 
     When the pull request at `forge_url` comes from a branch of the same
     repository, the agent pushes to that branch and opens no new pull request.
     For a pull request from a fork (or one whose head the forge did not report),
-    the scope is returned unchanged, with `devaipod/pr-N` as its branch.
+    and for a head that is the repository's `default_branch` or the pull request's
+    base (a back-merge, say), the scope is returned unchanged, with `devaipod/pr-N`
+    as its branch.
     """
     if forge_url.item != "pull_request" or not details.is_pull_request:
         return scope
     if not details.head_in_same_repository or not details.head_branch:
+        return scope
+    if details.head_branch in (default_branch, details.base_branch):
+        log.warning("pull request head %r is the default or base branch; pushing to %s",
+                    details.head_branch, target_branch_for(forge_url))
         return scope
 
     repos = []

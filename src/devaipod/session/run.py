@@ -159,7 +159,10 @@ def resolve_target(
     else:
         scope = derive_scope(forge_url)
         if context.item is not None:
-            scope = push_to_pull_request_head(scope, forge_url, context.item)
+            scope = push_to_pull_request_head(
+                scope, forge_url, context.item,
+                default_branch=context.repository.default_branch,
+            )
     index, output = _output_of(scope, forge_url, request.scope_file)
     base_branch = output.baseBranch or context.repository.default_branch
     if output.baseBranch is None:

@@ -143,3 +143,15 @@ def test_issue_scope_ignores_pull_details() -> None:
     derived = derive_scope(url)
 
     assert push_to_pull_request_head(derived, url, _pull_details("x", True)) == derived
+
+
+@pytest.mark.parametrize("head", ["trunk", "main"])
+def test_pull_head_default_or_base_unchanged(head: str) -> None:
+    # "trunk" is the repository's default branch, "main" the pull request's base.
+    url = parse_forge_url("https://codeberg.org/o/r/pulls/5", CONFIG)
+    derived = derive_scope(url)
+
+    scope = push_to_pull_request_head(derived, url, _pull_details(head, True),
+                                      default_branch="trunk")
+
+    assert scope == derived

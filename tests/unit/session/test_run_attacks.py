@@ -33,9 +33,6 @@ def env(tmp_path: Path) -> dict[str, str]:
             "FORGEJO_TOKEN": TOKEN}
 
 
-@pytest.mark.xfail(strict=True, reason="scope/derive.py push_to_pull_request_head makes any "
-                   "same-repository head branch the push target, even the default branch; "
-                   "the fix belongs in derive.py or session/run.py resolve_target")
 def test_pull_from_default_branch_not_pushed(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
@@ -50,4 +47,4 @@ def test_pull_from_default_branch_not_pushed(
 
     target = run.resolve_target(request, _config(), env, lambda _: None)
 
-    assert target.branch != "trunk"
+    assert target.branch == "devaipod/pr-7"
