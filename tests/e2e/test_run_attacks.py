@@ -20,7 +20,7 @@ import pytest
 
 from devaipod.runtime.planner import AGENT_EXIT_FILE
 from support.fake_forge import FakeForge, FakeIssue, FakeRepo
-from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, forge_host
+from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, commit_files, forge_host
 from support.git_server import list_refs, run_git
 from support.sessions import podman, remove_session_objects, run_devaipod
 
@@ -115,11 +115,6 @@ def _push_fork_head(bare: Path, files: dict[str, str], ref: str, work: Path) -> 
     run_git("push", "--quiet", "origin", f"HEAD:{ref}", cwd=work)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="session/run.py prepare_run plans the session from the "
-                   "devcontainer.json of the checked-out fork head, so a fork's author picks "
-                   "host mounts and host variables; the fix belongs to session/run.py's "
-                   "owners")
 def test_run_ignores_fork_devcontainer_host_access(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str, monkeypatch: pytest.MonkeyPatch,
@@ -134,6 +129,9 @@ def test_run_ignores_fork_devcontainer_host_access(
         "customizations": {"devaipod": {"envAllowlist": ["ATTACK_HOST_SECRET"],
                                         "allowedDomains": ["exfil.example"]}},
     }
+    # The repository's own configuration, on its default branch, is the trusted one.
+    commit_files(host.bare_repo, {".devcontainer/devcontainer.json": json.dumps(
+        {"image": test_image})}, "Add a devcontainer")
     pull = host.forge.add_pull_request(host.repo_path, "Fork work", head="fix", base="main",
                                        author="mallory")
     _push_fork_head(host.bare_repo, {".devcontainer/devcontainer.json": json.dumps(devcontainer)},

@@ -12,6 +12,7 @@ import base64
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -298,6 +299,30 @@ def _item_name(forge_url: ForgeUrl) -> str:
     return forge_url.name
 
 
+def export_base_tree(clone: Path, base_branch: str, destination: Path) -> Path:
+    """Write the files of `base_branch`'s tip in `clone` to `destination` and return it.
+
+    `run` reads devcontainer.json and builds the image from this tree, not from the
+    checked-out branch: that branch may come from a fork, or from an earlier agent, and its
+    devcontainer.json could mount host folders or pass host variables into the session.
+    """
+    destination.mkdir(parents=True)
+    tar_path = destination.with_suffix(".tar")
+    try:
+        run_git(["archive", "--format=tar", f"--output={tar_path}",
+                 f"refs/remotes/origin/{base_branch}"], cwd=clone)
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(destination, filter="data")
+    except GitError as error:
+        raise UserError(
+            f"cannot read branch {base_branch!r} of the clone: {error.message}",
+            fix="check that the repository's base branch exists",
+        ) from error
+    finally:
+        tar_path.unlink(missing_ok=True)
+    return destination
+
+
 def _agent_has_mcp_client(request: RunRequest, clone: Path, env: dict[str, str]) -> bool:
     """Return whether the session's agent reads an MCP registration (aider and commands do not).
 
@@ -329,6 +354,8 @@ def prepare_run(
     scratch = Path(tempfile.mkdtemp(prefix="devaipod-run-"))
     try:
         cloned = clone_target(target, scratch, progress)
+        trusted = export_base_tree(cloned.path, target.base_branch, scratch / "base-tree")
+        progress(f"reading the devcontainer configuration from {target.base_branch}")
         prompt = build_task_prompt(
             forge_url,
             target.context.item,
@@ -336,7 +363,7 @@ def prepare_run(
             branch=target.branch,
             base_branch=target.base_branch,
             mcp=bool(target.scope.attachedContexts)
-            and _agent_has_mcp_client(request, cloned.path, env),
+            and _agent_has_mcp_client(request, trusted, env),
         )
         up_request = UpRequest(
             source=forge_url.clone_url,
@@ -351,7 +378,7 @@ def prepare_run(
         )
         source = CodeSource(kind="remote", location=forge_url.clone_url)
         planned = plan_agent_session(
-            up_request, engine, env, config, source, name, cloned.path, progress,
+            up_request, engine, env, config, source, name, trusted, progress,
             broker_tokens=(target.token.value,),
         )  # fmt: skip
         network = gateway.resolve_network_mode(request.network, with_gateway=True)

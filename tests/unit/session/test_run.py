@@ -399,3 +399,36 @@ def test_agent_mcp_client_from_devcontainer(tmp_path: Path) -> None:
     request = run.RunRequest(url="https://codeberg.org/o/r/issues/1")
 
     assert run._agent_has_mcp_client(request, tmp_path, {}) is False
+
+
+def test_base_tree_ignores_branch_devcontainer(
+    upstream: tuple[GitHttpServer, Path], tmp_path: Path
+) -> None:
+    server, bare = upstream
+    seed = tmp_path / "seed"
+    run_git("clone", "--quiet", str(bare), str(seed))
+    (seed / ".devcontainer").mkdir()
+    (seed / ".devcontainer" / "devcontainer.json").write_text('{"image": "branch-image"}')
+    run_git("add", ".devcontainer", cwd=seed)
+    run_git("commit", "--quiet", "-m", "Branch config", cwd=seed)
+    run_git("push", "--quiet", "origin", "HEAD:refs/heads/devaipod/issue-7", cwd=seed)
+    cloned = run.clone_target(_target(server, _issue(), "devaipod/issue-7"),
+                              tmp_path / "work", lambda _: None)
+
+    trusted = run.export_base_tree(cloned.path, "main", tmp_path / "base-tree")
+
+    assert (cloned.path / ".devcontainer" / "devcontainer.json").is_file()
+    assert not (trusted / ".devcontainer").exists()
+    assert (trusted / "README.md").read_text() == "hello\n"
+    assert not (tmp_path / "base-tree.tar").exists()
+
+
+def test_base_tree_missing_branch_is_error(
+    upstream: tuple[GitHttpServer, Path], tmp_path: Path
+) -> None:
+    server, _ = upstream
+    cloned = run.clone_target(_target(server, _issue(), "devaipod/issue-7"),
+                              tmp_path / "work", lambda _: None)
+
+    with pytest.raises(UserError, match="cannot read branch 'nope'"):
+        run.export_base_tree(cloned.path, "nope", tmp_path / "base-tree")
