@@ -88,7 +88,7 @@ def run_command(
 
     Waits for the agent to exit (up to --timeout seconds), then prints the pushed
     branch, the pull requests and comments it made, and the denied requests. Exits
-    1 when the agent timed out.
+    1 when the agent timed out or exited with a non-zero status.
     """
     if network == "open":
         output.warn(
@@ -114,5 +114,5 @@ def run_command(
     else:
         for line in describe(result):
             output.result(line)
-    if result.timed_out:
+    if result.timed_out or (result.agent_exit_code or 0) != 0:
         sys.exit(EXIT_FAILURE)

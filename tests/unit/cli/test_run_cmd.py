@@ -27,7 +27,8 @@ def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEVAIPOD_CONFIG", str(tmp_path / "none.toml"))
 
 
-def _fake_run(monkeypatch: pytest.MonkeyPatch, *, timed_out: bool) -> list[RunRequest]:
+def _fake_run(monkeypatch: pytest.MonkeyPatch, *, timed_out: bool, exit_code: int = 0
+              ) -> list[RunRequest]:
     requests: list[RunRequest] = []
     config = parse_config('[forges."forge.test:3000"]\nkind = "forgejo"\n', "test")
     forge_url = parse_forge_url(URL, config)
@@ -40,7 +41,8 @@ def _fake_run(monkeypatch: pytest.MonkeyPatch, *, timed_out: bool) -> list[RunRe
     def run_session(request: RunRequest, engine: Any, **kwargs: Any) -> RunResult:
         requests.append(request)
         return RunResult(session="devaipod-hello-1", target=target,
-                         agent_exit_code=None if timed_out else 0, finished=not timed_out,
+                         agent_exit_code=None if timed_out else exit_code,
+                         finished=not timed_out,
                          timed_out=timed_out, delivery=Delivery(),
                          audit_log=Path("/state/audit.jsonl"))
 
@@ -89,3 +91,12 @@ def test_run_timeout_exits_one(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert result.exit_code == 1
     assert "the agent timed out, so the session was stopped" in result.output
+
+
+def test_run_failed_agent_exits_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_run(monkeypatch, timed_out=False, exit_code=3)
+
+    result = CliRunner().invoke(cli, ["run", URL, "--json"])
+
+    assert result.exit_code == 1
+    assert json.loads(result.output)["agent_exit_code"] == 3
