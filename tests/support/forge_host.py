@@ -153,7 +153,11 @@ class ForgeHost:
 
     def host_env(self) -> dict[str, str]:
         """Return the variables that give `run` this forge's token and config file."""
-        return {TOKEN_VARIABLES[self.kind]: self.token, "DEVAIPOD_CONFIG": str(self.config_file)}
+        env = {TOKEN_VARIABLES[self.kind]: self.token, "DEVAIPOD_CONFIG": str(self.config_file)}
+        if self.kind == "gitlab":
+            # GITLAB_TOKEN is for gitlab.com unless GITLAB_HOST names another host.
+            env["GITLAB_HOST"] = f"http://{self.host_key}"
+        return env
 
 
 def forge_config_text(kind: ForgeKind, host_key: str, api_url: str) -> str:

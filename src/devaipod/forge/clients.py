@@ -393,4 +393,7 @@ def _quote_segment(repo_path: str) -> str:
 
 
 def _token_hint(kind: ForgeKind, host: str) -> str:
-    return "$" + " or $".join(environment_variables(kind, host))
+    hint = "$" + " or $".join(environment_variables(kind, host))
+    if kind == "gitlab" and host != "gitlab.com":
+        hint += f" with $GITLAB_HOST={host}"
+    return hint

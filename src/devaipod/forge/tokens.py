@@ -40,7 +40,8 @@ def environment_variables(kind: ForgeKind, host: str) -> tuple[str, ...]:
 
     As the `gh` CLI does, GH_TOKEN and GITHUB_TOKEN apply to github.com only, and
     GH_ENTERPRISE_TOKEN and GITHUB_ENTERPRISE_TOKEN to GitHub Enterprise hosts.
-    The GitLab and Forgejo variables apply to every host of that kind.
+    GITLAB_TOKEN applies to one host only (see `gitlab_token_host`), and the Forgejo
+    variables to every Forgejo host.
     """
     if kind == "github":
         if host == "github.com":
@@ -49,6 +50,23 @@ def environment_variables(kind: ForgeKind, host: str) -> tuple[str, ...]:
     if kind == "gitlab":
         return ("GITLAB_TOKEN",)
     return ("FORGEJO_TOKEN", "GITEA_TOKEN")
+
+
+def gitlab_token_host(env: Mapping[str, str]) -> str:
+    """Return the one host GITLAB_TOKEN is for: GITLAB_HOST's host, else gitlab.com.
+
+    The `glab` CLI reads the two variables this way. Sending the token to any other
+    GitLab host would hand one server's credential to another.
+    """
+    value = env.get("GITLAB_HOST", "").strip()
+    if not value:
+        return "gitlab.com"
+    parts = urlsplit(value if "://" in value else f"https://{value}")
+    host = (parts.hostname or "").rstrip(".")
+    default_port = {"https": 443, "http": 80}.get(parts.scheme)
+    if parts.port is not None and parts.port != default_port:
+        host = f"{host}:{parts.port}"
+    return host
 
 
 def discover_token(
@@ -69,6 +87,10 @@ def discover_token(
             return token
 
     for name in environment_variables(kind, host):
+        if name == "GITLAB_TOKEN" and host != gitlab_token_host(env):
+            log.debug("not using $GITLAB_TOKEN for %s: it is for %s ($GITLAB_HOST)",
+                      host, gitlab_token_host(env))
+            continue
         value = env.get(name, "").strip()
         if value:
             log.debug("using the %s token for %s from $%s", kind, host, name)

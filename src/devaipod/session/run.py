@@ -185,6 +185,8 @@ def resolve_target(
 
 def _token_fix(forge_url: ForgeUrl, settings: ForgeSettings) -> str:
     variables = " or ".join(environment_variables(forge_url.kind, forge_url.host))
+    if forge_url.kind == "gitlab" and forge_url.host != "gitlab.com":
+        variables += f" with GITLAB_HOST={forge_url.host}"
     cli = {"github": "`gh auth login`", "gitlab": "`glab auth login`", "forgejo": "`tea login add`"}
     secret = f'token_secret = "NAME" under [forges."{forge_url.host}"] in the config file'
     if settings.token_secret:

@@ -47,7 +47,8 @@ def test_github_enterprise_uses_enterprise_vars() -> None:
 
 
 def test_gitlab_and_forgejo_env_vars() -> None:
-    gitlab = discover_token("gitlab", "gitlab.example.org", env={"GITLAB_TOKEN": "gl"},
+    gitlab = discover_token("gitlab", "gitlab.example.org",
+                            env={"GITLAB_TOKEN": "gl", "GITLAB_HOST": "gitlab.example.org"},
                             which=lambda name: None)
     forgejo = discover_token("forgejo", "codeberg.org", env={"GITEA_TOKEN": "gt"},
                              which=lambda name: None)
@@ -154,3 +155,25 @@ def test_no_token_anywhere(bin_dir: Path) -> None:
     assert not os.listdir(bin_dir)
 
     assert discover_token("forgejo", "codeberg.org", env={"HOME": str(bin_dir)}) is None
+
+
+@pytest.mark.parametrize(
+    ("gitlab_host", "host", "found"),
+    [
+        (None, "gitlab.com", True),
+        (None, "gitlab.example.org", False),
+        ("gitlab.example.org", "gitlab.com", False),
+        ("https://GitLab.Example.org/", "gitlab.example.org", True),
+        ("https://gitlab.example.org:443", "gitlab.example.org", True),
+        ("http://10.0.0.5:8080", "10.0.0.5:8080", True),
+        ("http://10.0.0.5:8080", "10.0.0.5", False),
+    ],
+)
+def test_gitlab_token_only_for_its_host(gitlab_host: str | None, host: str, found: bool) -> None:
+    env = {"GITLAB_TOKEN": "gl"}
+    if gitlab_host is not None:
+        env["GITLAB_HOST"] = gitlab_host
+
+    token = discover_token("gitlab", host, env=env, which=lambda name: None)
+
+    assert (token is not None) is found
