@@ -77,10 +77,34 @@ def bridge_sleeper(image: str, env: dict[str, str] | None = None) -> Iterator[st
     try:
         address = bridge_address(engine_env)
         _wait_for_address(address)
+        _pin_bridge_mac(engine_env)
         yield address
     finally:
         subprocess.run(["podman", "rm", "--force", "--time=0", name], capture_output=True,
                        check=False, env=engine_env)
+
+
+def _pin_bridge_mac(env: dict[str, str]) -> None:
+    """Set the bridge's current MAC address as its own, so that it stops changing.
+
+    Until its address is set by hand, a Linux bridge takes the lowest MAC address of its
+    ports, so it changes as containers join. Containers that cached the old address then
+    cannot reach the host for seconds, which made these tests fail now and then. The
+    bridge goes away with its last container, and the setting with it.
+    """
+    completed = subprocess.run(
+        ["podman", "network", "inspect", "--format", "{{.NetworkInterface}}", "podman"],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    interface = completed.stdout.strip()
+    mac_file = Path("/sys/class/net") / interface / "address"
+    if completed.returncode != 0 or not interface or not mac_file.is_file():
+        return
+    # Without root this fails, and the scripted agent's retries are what is left.
+    subprocess.run(
+        ["ip", "link", "set", "dev", interface, "address", mac_file.read_text().strip()],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
 
 
 def _wait_for_address(address: str) -> None:
