@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from devaipod.broker.audit import read_entries
 from devaipod.runtime.planner import AGENT_EXIT_FILE
 from support.fake_forge import FakeForge, FakeIssue, FakeRepo
 from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, commit_files, forge_host
@@ -161,10 +162,6 @@ def test_run_ignores_fork_devcontainer_host_access(
     assert str(host_dir) not in mounts
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the broker's push policy (broker/git_push.py, "
-                   "ref_policy.py) checks ref names and fast-forwards only, so a push may add "
-                   "CI configuration that the forge then runs with the repository's secrets")
 def test_run_push_of_ci_workflow_rejected(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
@@ -177,7 +174,7 @@ def test_run_push_of_ci_workflow_rejected(
                         f"printf '{workflow}' > .forgejo/workflows/leak.yml && "
                         "git add -A && git commit -qm 'Add CI' && git push -q"])
 
-    run_devaipod(
+    completed = run_devaipod(
         "run", host.issue_url(), "--agent", agent, "--name", session_name,
         "--image", test_image, "--network", "none", "--timeout", "90", "--json",
         env=env, check=False, timeout=240,
@@ -185,3 +182,9 @@ def test_run_push_of_ci_workflow_rejected(
     refs = list_refs(host.bare_repo)
 
     assert f"refs/heads/{TARGET_BRANCH}" not in refs
+    # The broker refused it for the workflow, not for anything else.
+    entries = read_entries(Path(json.loads(completed.stdout)["audit_log"]))
+    denied = [entry for entry in entries
+              if entry["kind"] == "git-push" and entry["decision"] == "deny"]
+    assert [entry.get("ref") for entry in denied] == [f"refs/heads/{TARGET_BRANCH}"], denied
+    assert ".forgejo/workflows/leak.yml" in str(denied[0]["reason"])

@@ -83,8 +83,13 @@ class Harness:
 
 
 @asynccontextmanager
-async def running_harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    """Start a fake upstream and a broker whose scope points at it; stop both afterwards."""
+async def running_harness(
+    tmp_path: Path, output: dict[str, object] | None = None
+) -> AsyncIterator[Harness]:
+    """Start a fake upstream and a broker whose scope points at it; stop both afterwards.
+
+    `output` adds fields to the writable repository's scope output.
+    """
     upstream = FakeUpstream()
     upstream_app = web.Application()
     upstream_app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -102,7 +107,10 @@ async def running_harness(tmp_path: Path) -> AsyncIterator[Harness]:
                         "url": f"http://127.0.0.1:{upstream_port}/org/repo.git",
                         "allowHttp": True,
                     },
-                    "output": {"targetBranch": TARGET_REF.removeprefix("refs/heads/")},
+                    "output": {
+                        "targetBranch": TARGET_REF.removeprefix("refs/heads/"),
+                        **(output or {}),
+                    },
                 },
                 {
                     "input": {

@@ -2,8 +2,8 @@
 and a push is parsed, checked per ref, and forwarded to the upstream only when allowed.
 
 Tradeoff: the push request is spooled to a temporary file on disk, not held in memory.
-Nothing may reach the upstream before the decision, and the fast-forward check needs the
-pack indexed in a quarantine next to a bare mirror of the upstream. A push therefore
+Nothing may reach the upstream before the decision, and the fast-forward and CI checks
+need the pack indexed in a quarantine next to a bare mirror of the upstream. A push therefore
 costs one extra write and read of the pack on the broker's disk, and the upstream starts
 receiving only after the client has sent everything. A push that the
 ref names alone reject is drained without being written.
@@ -34,7 +34,9 @@ from devaipod.broker.ref_policy import (
     check_ref_updates,
     decide_push,
     encode_report_status,
+    is_ci_path,
     needs_ancestry_check,
+    needs_ci_check,
     rewrite_receive_pack_advertisement,
 )
 from devaipod.broker.report_status import ReportStatusReader
@@ -58,7 +60,7 @@ _SIDEBAND_PACKET_LENGTH = 1000
 # NOTE: an estimate matching the 2 GiB push limit that GitHub documents; it is not yet a
 # broker option.
 MAX_PUSH_BYTES = 2 * 1024**3
-# Refspecs the mirror fetches before an ancestry check. The pushed pack may be thin
+# Refspecs the mirror fetches before an ancestry or CI check. The pushed pack may be thin
 # against any advertised tip (including `.have` lines), so the mirror needs them all.
 _MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 
@@ -221,7 +223,9 @@ class PushGate:
             self._record(repo, "deny", "upstream discovery failed", path="info/refs")
             return web.Response(status=502, text="upstream request failed\n")
 
-        if output.target_ref in parse_ref_advertisement(advertisement).tips:
+        if output.target_ref in parse_ref_advertisement(advertisement).tips or (
+            not output.allowCiChanges
+        ):
             self._start_prefetch(repo, output)
 
         reason = f"advertised only {output.target_ref} for push"
@@ -241,9 +245,10 @@ class PushGate:
         """Update the mirror in the background while git packs and sends its push.
 
         An update of an existing output branch needs the mirror for the ancestry check,
-        and on a new mirror that first fetch is a whole clone, so it starts at discovery.
+        and any push for the CI check unless the scope allows CI changes. On a new mirror
+        that first fetch is a whole clone, so it starts at discovery.
         """
-        if output.allowForcePush:
+        if output.allowForcePush and output.allowCiChanges:
             return
         running = self._prefetches.get(repo.key)
         if running is not None and not running.done():
@@ -337,7 +342,9 @@ class PushGate:
 
         mirror = self._mirror(repo)
         quarantine = PackQuarantine(mirror, work)
-        if needs_ancestry_check(push.commands, output, upstream_tips):
+        if needs_ancestry_check(push.commands, output, upstream_tips) or needs_ci_check(
+            push.commands, output, upstream_tips
+        ):
             await self._wait_for_prefetch(repo)
             try:
                 await asyncio.to_thread(
@@ -346,8 +353,8 @@ class PushGate:
                 if push.pack_bytes > 0:
                     await asyncio.to_thread(quarantine.index_pack, spool, push.pack_offset)
             except MirrorError as error:
-                log.warning("preparing the ancestry check for %s failed: %s", repo.key, error)
-                return deny_all(push.commands, "the broker could not check the push's ancestry")
+                log.warning("preparing the push checks for %s failed: %s", repo.key, error)
+                return deny_all(push.commands, "the broker could not check the pushed commits")
 
         return await asyncio.to_thread(
             decide_push,
@@ -356,6 +363,7 @@ class PushGate:
             output,
             upstream_tips,
             quarantine.is_ancestor,
+            find_ci_path=lambda tip: quarantine.first_changed_path(tip, is_ci_path),
             push_certificate=push.push_certificate,
             push_options=push.push_options,
         )

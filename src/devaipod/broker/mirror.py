@@ -1,8 +1,8 @@
 """Bare mirrors of upstream repositories and pack quarantines for the push ancestry check.
 
 The broker fetches the upstream tip into a mirror with its own token, indexes an
-incoming pack into a temporary object directory that borrows the mirror's objects,
-and runs `git merge-base --is-ancestor` to decide whether an update is a fast-forward.
+incoming pack into a temporary object directory that borrows the mirror's objects, and
+runs git there to check fast-forwards and to list the paths that new commits change.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import subprocess
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,10 @@ _SAFE_CONFIG = (
     "protocol.file.allow=never",
     "protocol.ext.allow=never",
 )
+
+
+_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_PATHS_CHUNK_BYTES = 65536
 
 
 class MirrorError(Exception):
@@ -187,3 +194,51 @@ class PackQuarantine:
                 completed.stderr.strip()[:500],
             )
         return completed.returncode == 0
+
+    def first_changed_path(self, tip_oid: str, matches: Callable[[str], bool]) -> str | None:
+        """Return the first path matching `matches` that a new commit changes, or None.
+
+        New commits are those reachable from `tip_oid` and from no ref of the mirror. A
+        commit's paths are compared with its parent (the empty tree for a root commit),
+        renames count as a deletion and an addition, and a merge changes only the paths
+        that differ from every parent. Commits are read newest first, as git writes
+        them, and git is stopped at the first match. Raises MirrorError when git fails,
+        for example on a missing object, so the caller can fail closed.
+        """
+        if not _OID.fullmatch(tip_oid):
+            raise MirrorError(f"not an object id: {tip_oid!r}")
+        self._objects.mkdir(parents=True, exist_ok=True)
+        command = _git_command(
+            "log", "--format=", "--name-only", "-z", "--no-renames", "--root",
+            "--diff-merges=combined", tip_oid, "--not", "--all",
+        )  # fmt: skip
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                command, env=self._env(), stdout=subprocess.PIPE, stderr=errors
+            )
+            assert process.stdout is not None
+            found = _first_match(process.stdout.fileno(), matches)
+            if found is not None:
+                process.kill()
+            process.stdout.close()
+            returncode = process.wait()
+            if found is None and returncode != 0:
+                errors.seek(0)
+                stderr = errors.read(500).decode("utf-8", "replace").strip()
+                raise MirrorError(
+                    f"git log of the pushed commits failed with exit code {returncode}: {stderr}"
+                )
+        return found
+
+
+def _first_match(fd: int, matches: Callable[[str], bool]) -> str | None:
+    """Read NUL-separated paths from `fd` until one matches; return it, or None at the end."""
+    pending = b""
+    while chunk := os.read(fd, _PATHS_CHUNK_BYTES):
+        *paths, pending = (pending + chunk).split(b"\0")
+        for raw in paths:
+            path = raw.decode("utf-8", "surrogateescape")
+            if path and matches(path):
+                return path
+    path = pending.decode("utf-8", "surrogateescape")
+    return path if path and matches(path) else None

@@ -1,8 +1,8 @@
 """Per-ref policy for a push through the broker, and the report-status response that git prints.
 
 A push may only create or update the scope's output branch, `refs/heads/<targetBranch>`,
-compared byte for byte. Everything else is rejected, and one rejected ref rejects the
-whole push, so nothing of a refused push reaches the upstream.
+compared byte for byte, and its new commits may not touch CI configuration unless the scope
+allows it. Everything else is rejected, and one rejected ref rejects the whole push.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from devaipod.broker.advertisement import rewrite_receive_pack_advertisement
+from devaipod.broker.mirror import MirrorError
 from devaipod.broker.pktline import FLUSH, MAX_PACKET_LENGTH, encode_pkt_line
 from devaipod.broker.receive_pack import Command
 from devaipod.scope.model import RepoOutput
@@ -25,7 +26,9 @@ __all__ = [
     "check_ref_updates",
     "decide_push",
     "encode_report_status",
+    "is_ci_path",
     "needs_ancestry_check",
+    "needs_ci_check",
     "rewrite_receive_pack_advertisement",
 ]
 
@@ -33,6 +36,39 @@ REASON_PREFIX = "devaipod: "
 SIDEBAND_DATA = b"\x01"
 
 IsAncestor = Callable[[str, str], bool]
+FindCiPath = Callable[[str], "str | None"]
+
+# Directories whose files forges can run as CI on push, with the repository's secrets: GitHub
+# Actions workflows and local actions (Gitea and Forgejo read `.github/workflows/` too),
+# Gitea and Forgejo Actions, Woodpecker and CircleCI. Compared in lower case.
+CI_DIRECTORIES = (
+    ".github/workflows",
+    ".github/actions",
+    ".gitea/workflows",
+    ".forgejo/workflows",
+    ".woodpecker",
+    ".circleci",
+)
+# Single files at the repository root that configure CI.
+CI_FILES = (".gitlab-ci.yml", ".woodpecker.yml", ".woodpecker.yaml")
+
+
+def is_ci_path(path: str) -> bool:
+    """Return whether a changed path in a commit is CI configuration that a forge runs.
+
+    Matches ignore case. A path that is a parent of a CI directory (`.github` or
+    `.github/workflows` as a file, symlink or submodule) matches too, since it decides
+    what the forge finds there.
+    """
+    lowered = path.lower()
+    if lowered in CI_FILES:
+        return True
+    for directory in CI_DIRECTORIES:
+        if lowered == directory or lowered.startswith(directory + "/"):
+            return True
+        if directory.startswith(lowered + "/"):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -165,6 +201,22 @@ def needs_ancestry_check(
     return False
 
 
+def needs_ci_check(
+    commands: Sequence[Command], output: RepoOutput | None, upstream_tips: dict[str, str]
+) -> bool:
+    """Whether `decide_push` will look for CI changes, so the pack's objects must be available.
+
+    False when the scope allows CI changes, or when no update brings a commit the ref's
+    upstream tip does not already point at.
+    """
+    if output is None or output.allowCiChanges:
+        return False
+    return any(
+        not command.is_delete and upstream_tips.get(command.ref) != command.new_oid
+        for command in commands
+    )
+
+
 def decide_push(
     commands: Sequence[Command],
     capabilities: Sequence[str],
@@ -172,16 +224,21 @@ def decide_push(
     upstream_tips: dict[str, str],
     is_ancestor: IsAncestor,
     *,
+    find_ci_path: FindCiPath,
     push_certificate: bool = False,
     push_options: Sequence[str] = (),
 ) -> PushDecision:
-    """Decide a push: `check_ref_updates`, then a fast-forward check of each allowed ref.
+    """Decide a push: `check_ref_updates`, then a fast-forward and a CI check of each ref.
 
     `upstream_tips` maps full ref names to the upstream's current object ids.
     `is_ancestor(old, new)` must return whether commit `old` is an ancestor of `new`;
     it is called only when every ref passes the name checks, the scope forbids force
     pushes, and the upstream already has the ref at another commit. Exceptions it
     raises propagate to the caller.
+    `find_ci_path(new)` must return the first CI path (see `is_ci_path`) changed by a
+    commit reachable from `new` and from no upstream ref, or None. It is called for each
+    ref that passed the other checks and moves, unless the scope allows CI changes. A
+    MirrorError it raises rejects the ref.
     """
     static = check_ref_updates(
         commands,
@@ -219,6 +276,10 @@ def decide_push(
         else:
             reason = _reason("non-fast-forward (force push) not allowed")
             allowed = False
+        if allowed and tip != command.new_oid and not output.allowCiChanges:
+            ci_reason = _ci_reason(command, find_ci_path)
+            if ci_reason is not None:
+                reason, allowed = ci_reason, False
         decisions.append(
             RefDecision(command.ref, command.old_oid, command.new_oid, allowed, reason)
         )
@@ -226,6 +287,21 @@ def decide_push(
     decision = _atomic(decisions)
     log.debug("push decision: allowed=%s (%s)", decision.allowed, decision.reason)
     return decision
+
+
+def _ci_reason(command: Command, find_ci_path: FindCiPath) -> str | None:
+    """Return why the commits a command brings are rejected for touching CI, or None."""
+    try:
+        path = find_ci_path(command.new_oid)
+    except MirrorError as error:
+        log.warning("listing the paths changed by %s failed: %s", command.new_oid, error)
+        return _reason("the broker could not list the paths the pushed commits change")
+    if path is None:
+        return None
+    return _reason(
+        f"a pushed commit changes CI configuration {path}; "
+        "the scope does not allow CI changes (allowCiChanges)"
+    )
 
 
 def _old_oid_matches(command: Command, tip: str | None) -> bool:

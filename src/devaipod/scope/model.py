@@ -67,6 +67,9 @@ class RepoOutput(_ScopeModel):
     createPullRequest: bool = False
     draft: bool = True
     allowForcePush: bool = False
+    # Pushed commits may add or change CI configuration (.github/workflows/, .gitlab-ci.yml,
+    # ...), which forges can run on push with the repository's secrets.
+    allowCiChanges: bool = False
     maxPullRequests: int = Field(default=1, ge=0)
 
     @field_validator("targetBranch", "baseBranch")

@@ -58,6 +58,7 @@ def decide(
         output,
         tips or {},
         ancestry or Ancestry(),
+        find_ci_path=lambda new: None,
         push_certificate=push_certificate,
         push_options=push_options or [],
     )
@@ -234,6 +235,7 @@ def test_policy_on_captured_pushes(name: str, allowed_refs: list[str]) -> None:
         OUTPUT,
         {},
         Ancestry(),
+        find_ci_path=lambda new: None,
         push_certificate=parser.push_certificate,
         push_options=parser.push_options,
     )
@@ -342,7 +344,10 @@ def test_property_all_or_nothing(
     tips = {TARGET: tip} if tip else {}
     output = FORCE_OUTPUT if force else OUTPUT
 
-    decision = decide_push(commands, ["report-status"], output, tips, lambda a, d: ancestor)
+    decision = decide_push(
+        commands, ["report-status"], output, tips, lambda a, d: ancestor,
+        find_ci_path=lambda new: None,
+    )  # fmt: skip
 
     assert len(decision.refs) == len(commands)
     assert all(ref.allowed == decision.allowed for ref in decision.refs)

@@ -23,7 +23,8 @@ def test_update_with_stale_old_oid_rejected(allow_force: bool) -> None:
     output = RepoOutput(targetBranch="devaipod/issue-7", allowForcePush=allow_force)
 
     decision = decide_push([Command(ELSEWHERE, NEW, TARGET)], ["report-status"], output,
-                           {TARGET: TIP}, lambda ancestor, descendant: True)
+                           {TARGET: TIP}, lambda ancestor, descendant: True,
+                           find_ci_path=lambda new: None)
 
     assert not decision.allowed
     assert "stale old object id" in decision.refs[0].reason
@@ -33,7 +34,8 @@ def test_create_with_nonzero_old_oid_rejected() -> None:
     output = RepoOutput(targetBranch="devaipod/issue-7")
 
     decision = decide_push([Command(ELSEWHERE, NEW, TARGET)], ["report-status"], output, {},
-                           lambda ancestor, descendant: True)
+                           lambda ancestor, descendant: True,
+                           find_ci_path=lambda new: None)
 
     assert not decision.allowed
     assert "absent upstream" in decision.refs[0].reason
@@ -43,6 +45,7 @@ def test_update_from_current_tip_allowed() -> None:
     output = RepoOutput(targetBranch="devaipod/issue-7")
 
     decision = decide_push([Command(TIP, NEW, TARGET)], ["report-status"], output,
-                           {TARGET: TIP}, lambda ancestor, descendant: True)
+                           {TARGET: TIP}, lambda ancestor, descendant: True,
+                           find_ci_path=lambda new: None)
 
     assert decision.allowed, decision.reason
