@@ -119,6 +119,18 @@ def test_push_fast_forward_lands(repos: Repos) -> None:
     assert repos.upstream_refs()[TARGET_REF] == repos.git("rev-parse", "HEAD").strip()
 
 
+def test_push_adding_workflow_rejected(repos: Repos) -> None:
+    repos.commit("a.txt")
+    (repos.work / ".gitea" / "workflows").mkdir(parents=True)
+    repos.commit(".gitea/workflows/ci.yml")
+
+    output = repos.push(TARGET_BRANCH)
+
+    assert f"! [remote rejected] {TARGET_BRANCH} -> {TARGET_BRANCH}" in output
+    assert "changes CI configuration .gitea/workflows/ci.yml" in output
+    assert TARGET_REF not in repos.upstream_refs()
+
+
 def test_push_to_main_rejected(repos: Repos) -> None:
     before = repos.upstream_refs()
     repos.commit("a.txt")
