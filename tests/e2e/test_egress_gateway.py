@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from support.egress_targets import make_certificate
+from support.forge_host import bridge_sleeper
 from support.git_server import isolated_git_env
 from support.sessions import (
     labelled_objects,
@@ -153,33 +154,19 @@ def page_server(address: str, page: str, tls: ssl.SSLContext | None = None) -> I
         thread.join(timeout=5)
 
 
-def bridge_address() -> str:
-    """Return the host's address on podman's default bridge (its first subnet's gateway)."""
-    networks = json.loads(podman("network", "inspect", "podman").stdout)
-    return str(networks[0]["subnets"][0]["gateway"])
-
-
 @pytest.fixture
 def bridge_servers(test_image: str, tmp_path: Path) -> Iterator[BridgeServers]:
     # The bridge address exists on the host only while a container is attached to the
     # bridge, so a sleeping container keeps it for the whole test.
-    sleeper = f"devaipod-e2e-sleeper-{secrets.token_hex(3)}"
-    podman("run", "-d", "--rm", "--init", f"--name={sleeper}", test_image, "sleep", "infinity")
-    try:
-        address = bridge_address()
+    with bridge_sleeper(test_image) as address, ExitStack() as stack:
         certificate = make_certificate(tmp_path, [HOST_NAME])
         page = f"page-{secrets.token_hex(8)}"
-        with ExitStack() as stack:
-            tls_port = stack.enter_context(
-                page_server(address, page, certificate.server_context())
-            )
-            plain_port = stack.enter_context(page_server(address, page))
-            listed_plain_port = stack.enter_context(page_server(address, page))
-            yield BridgeServers(
-                address, tls_port, plain_port, listed_plain_port, page, certificate.cert_path
-            )
-    finally:
-        podman("rm", "--force", "--time=0", sleeper, check=False)
+        tls_port = stack.enter_context(page_server(address, page, certificate.server_context()))
+        plain_port = stack.enter_context(page_server(address, page))
+        listed_plain_port = stack.enter_context(page_server(address, page))
+        yield BridgeServers(
+            address, tls_port, plain_port, listed_plain_port, page, certificate.cert_path
+        )
 
 
 @pytest.fixture
