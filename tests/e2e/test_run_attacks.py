@@ -21,7 +21,7 @@ import pytest
 from devaipod.broker.audit import read_entries
 from devaipod.runtime.planner import AGENT_EXIT_FILE
 from support.fake_forge import FakeForge, FakeIssue, FakeRepo
-from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, commit_files, forge_host
+from support.forge_host import ForgeHost, commit_files, forge_host
 from support.git_server import list_refs, run_git
 from support.sessions import podman, remove_session_objects, run_devaipod
 
@@ -46,21 +46,11 @@ def session_name(podman_env: dict[str, str]) -> Iterator[str]:
         remove_session_objects(name)
 
 
-def _env(host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path
-         ) -> dict[str, str]:
-    env = {name: value for name, value in podman_env.items()
-           if name not in FORGE_TOKEN_VARIABLES}
-    env.update(host.host_env())
-    env.update({"DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
-                "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image})
-    return env
-
-
 def test_run_timeout_holds_with_fifo(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
 ) -> None:
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     agent = shlex.join(["sh", "-c", f"mkfifo {AGENT_EXIT_FILE}; sleep 300"])
     started = time.monotonic()
 
@@ -85,7 +75,7 @@ def test_run_finished_agent_cannot_push(
     session_name: str,
 ) -> None:
     # The agent reports exit status 0 at once, then pushes after run has summarised.
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     agent = shlex.join(["sh", "-c", f"echo 0 > {AGENT_EXIT_FILE}; sleep 15; "
                         "echo late > late.txt; git add late.txt; git commit -qm late; "
                         "git push -q"])
@@ -146,7 +136,7 @@ def test_run_ignores_fork_devcontainer_host_access(
         return data
 
     monkeypatch.setattr(FakeForge, "_forgejo_pull_json", from_fork)
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     env["ATTACK_HOST_SECRET"] = host_secret
 
     run_devaipod(
@@ -168,7 +158,7 @@ def test_run_push_of_ci_workflow_rejected(
 ) -> None:
     # Forgejo Actions, like GitHub Actions and GitLab CI, runs the workflows of a pushed
     # branch, so this push would run the agent's code with the repository's CI secrets.
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     workflow = "on: push\\njobs:\\n  leak:\\n    runs-on: docker\\n    steps:\\n      - run: env\\n"
     agent = shlex.join(["sh", "-c", "mkdir -p .forgejo/workflows && "
                         f"printf '{workflow}' > .forgejo/workflows/leak.yml && "

@@ -22,7 +22,6 @@ from devaipod.broker.audit import read_entries, verify_chain
 from devaipod.config import ForgeKind
 from support.forge_host import (
     AGENT_RESULT,
-    FORGE_TOKEN_VARIABLES,
     ForgeHost,
     commit_files,
     forge_host,
@@ -58,20 +57,6 @@ def session_name(podman_env: dict[str, str]) -> Iterator[str]:
         yield name
     finally:
         remove_session_objects(name)
-
-
-def run_env(host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path
-            ) -> dict[str, str]:
-    """Return the environment for `devaipod run`: this forge's token and config, no other token."""
-    env = {name: value for name, value in podman_env.items()
-           if name not in FORGE_TOKEN_VARIABLES}
-    env.update(host.host_env())
-    env.update({
-        "DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
-        "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image,
-        "DEVAIPOD_TEST_IMAGE": test_image,
-    })
-    return env
 
 
 def agent_result(session: str, run_output: str) -> dict[str, Any]:
@@ -128,7 +113,7 @@ def test_run_issue_delivers_allowed_only(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
 ) -> None:
-    env = run_env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     refs_before = list_refs(host.bare_repo)
     pr_transport = PR_TRANSPORT[host.kind]
 
@@ -288,7 +273,7 @@ def test_run_merge_request_pushes_head(
     session_name: str,
 ) -> None:
     host = gitlab_host
-    env = run_env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     refs_before = list_refs(host.bare_repo)
 
     completed = run_devaipod(

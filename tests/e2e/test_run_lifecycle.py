@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.forge_host import FORGE_TOKEN_VARIABLES, ForgeHost, forge_host
+from support.forge_host import ForgeHost, forge_host
 from support.sessions import labelled_objects, podman, remove_session_objects, run_devaipod
 
 pytestmark = pytest.mark.e2e
@@ -32,21 +32,11 @@ def session_name(podman_env: dict[str, str]) -> Iterator[str]:
         remove_session_objects(name)
 
 
-def _env(host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path
-         ) -> dict[str, str]:
-    env = {name: value for name, value in podman_env.items()
-           if name not in FORGE_TOKEN_VARIABLES}
-    env.update(host.host_env())
-    env.update({"DEVAIPOD_STATE_DIR": str(tmp_path / "state"),
-                "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image})
-    return env
-
-
 def test_run_timeout_stops_session(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
 ) -> None:
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
 
     completed = run_devaipod(
         "run", host.issue_url(), "--agent", "sleep 300", "--name", session_name,
@@ -81,7 +71,7 @@ def test_run_rejected_token_creates_nothing(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
 ) -> None:
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     env["FORGEJO_TOKEN"] = "e2e-wrong-token-" + secrets.token_hex(8)
 
     completed = run_devaipod(
@@ -102,7 +92,7 @@ def test_run_registers_mcp_in_home(
     host: ForgeHost, podman_env: dict[str, str], test_image: str, tmp_path: Path,
     session_name: str,
 ) -> None:
-    env = _env(host, podman_env, test_image, tmp_path)
+    env = host.run_env(podman_env, test_image, tmp_path / "state")
     with host.config_file.open("a") as config:
         # The opencode adapter, with a command the test image has.
         config.write('\n[agents.opencode]\ncommand = "true"\n')
@@ -151,7 +141,7 @@ def test_run_restart_keeps_pull_limit(
 ) -> None:
     with forge_host("forgejo", tmp_path / "forge", test_image,
                     files={"README.md": "# hello\n", "pr.py": PULL_REQUEST_AGENT}) as host:
-        env = _env(host, podman_env, test_image, tmp_path)
+        env = host.run_env(podman_env, test_image, tmp_path / "state")
         env["DEVAIPOD_AGENT_BRANCH"] = f"devaipod/issue-{host.issue}"
 
         run_devaipod(
@@ -183,7 +173,7 @@ def test_run_repository_url_opens_pull(
 ) -> None:
     with forge_host("forgejo", tmp_path / "forge", test_image,
                     files={"README.md": "# hello\n", "pr.py": PULL_REQUEST_AGENT}) as host:
-        env = _env(host, podman_env, test_image, tmp_path)
+        env = host.run_env(podman_env, test_image, tmp_path / "state")
         env["DEVAIPOD_AGENT_BRANCH"] = "devaipod/work"
 
         completed = run_devaipod(

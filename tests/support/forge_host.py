@@ -183,6 +183,20 @@ class ForgeHost:
             env["GITLAB_HOST"] = f"http://{self.host_key}"
         return env
 
+    def run_env(self, podman_env: dict[str, str], test_image: str, state_dir: Path
+                ) -> dict[str, str]:
+        """Return the environment for `devaipod run`: this forge's token and config, no other
+        token, state in `state_dir`, and `test_image` as the gateway's base image."""
+        env = {name: value for name, value in podman_env.items()
+               if name not in FORGE_TOKEN_VARIABLES}
+        env.update(self.host_env())
+        env.update({
+            "DEVAIPOD_STATE_DIR": str(state_dir),
+            "DEVAIPOD_GATEWAY_BASE_IMAGE": test_image,
+            "DEVAIPOD_TEST_IMAGE": test_image,
+        })
+        return env
+
 
 def forge_config_text(kind: ForgeKind, host_key: str, api_url: str) -> str:
     """Return a config file declaring `host_key` as a forge of `kind` whose API is at `api_url`."""
