@@ -29,10 +29,10 @@ TOKEN_VARIABLES = (
     "GITHUB_ENTERPRISE_TOKEN", "GITLAB_TOKEN", "FORGEJO_TOKEN", "GITEA_TOKEN",
 )  # fmt: skip
 TIMEOUT_SECONDS = 20.0
-# Attempts per step when the broker reports that it could not reach the forge. On this
-# test machine podman's bridge takes the lowest MAC address of its ports, so it changes
-# as other containers come and go, and a container that cached the old one cannot reach
-# the host's bridge address until ARP resolves it again (once more than a minute).
+# Attempts per step when the broker reports that it could not reach the forge. Podman's
+# bridge used to change its MAC address as containers joined, and a container that had
+# cached the old one lost the host for seconds (once more than a minute). The forge
+# fixture now pins the address; the retries cover stalls that remain.
 ATTEMPTS = 3
 # What the broker sends back when its request to the forge failed (HTTP 502).
 UPSTREAM_FAILURES = ("upstream request failed", "forge request failed", "HTTP 502")

@@ -188,7 +188,7 @@ def mcp_config_for(agent: str, endpoint: McpEndpointInfo) -> AgentMcpConfig | No
 def claude_user_mcp_config(endpoint: McpEndpointInfo) -> AgentMcpConfig:
     """Return `~/.claude.json` with the server in its top-level `mcpServers` (user scope).
 
-    Claude Code asks for approval only for project-scope servers (`.mcp.json`). It also
+    Claude Code requests approval only for project-scope servers (`.mcp.json`). It also
     keeps its own state in this file, so this one suits only a fresh agent home.
     NOTE: not checked against a Claude Code binary here; the layout is the one that
     `claude mcp add --scope user` writes.

@@ -234,8 +234,8 @@ def discover_local_addresses() -> frozenset[IPAddress]:
 def global_host_addresses() -> list[IPAddress]:
     """Return this host's own addresses that no internal range covers, sorted.
 
-    A proxy in a container sees only the container's addresses, so the host passes
-    these to it: a name resolving to one of them would reach the host's own services.
+    A proxy in a container can list only the container's addresses, so the host passes
+    these to it. A name resolving to one of them would reach the host's own services.
     """
     found = {
         address

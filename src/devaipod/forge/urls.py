@@ -303,8 +303,8 @@ def _parse_number(url: str, text: str) -> int:
 def _shown(url: str) -> str:
     """Return `url` as messages show it: no query, no fragment, and no secret in a user part.
 
-    An http(s) user part is hidden whole, because forges accept a token as the user name;
-    other forms keep a user name such as `git` and lose a password.
+    An http(s) user part is hidden whole, because forges accept a token as the user name.
+    Other forms keep a user name such as `git` and lose a password.
     """
     text = url.strip().partition("#")[0].partition("?")[0]
     scheme, separator, rest = text.partition("://") if "://" in text else ("", "", text)

@@ -191,7 +191,7 @@ def _probe_base(base_image: str, podman: str) -> tuple[TargetPython, bool]:
         text=True,
     )  # fmt: skip
     if completed.returncode != 0:
-        # podman prints its pull retries before the final error, so the last line says most.
+        # podman prints its pull retries before the final error, so the last line is the cause.
         stderr_lines = [line.strip() for line in completed.stderr.splitlines() if line.strip()]
         reason = f"exit code {completed.returncode}"
         if stderr_lines:

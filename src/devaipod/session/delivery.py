@@ -62,8 +62,8 @@ def summarise_delivery(entries: Iterable[Mapping[str, object]]) -> Delivery:
     A push counts when the upstream accepted the ref update. Several pushes to one ref
     give one entry with the last `new_oid`, in the order the refs were first pushed.
 
-    A pull request or comment counts when the forge answered its create with a 2xx
-    status, and a comment that a later delete removed is left out. `denied` counts
+    A pull request or comment counts when the forge responded to its create request
+    with a 2xx status, and a comment that a later delete removed is left out. `denied` counts
     every `deny` line of any kind (push, API, MCP, git fetch, egress). Lines without
     the expected fields are skipped.
     """

@@ -305,8 +305,8 @@ def export_base_tree(clone: Path, base_branch: str, destination: Path) -> Path:
     """Write the files of `base_branch`'s tip in `clone` to `destination` and return it.
 
     `run` reads devcontainer.json and builds the image from this tree, not from the
-    checked-out branch: that branch may come from a fork, or from an earlier agent, and its
-    devcontainer.json could mount host folders or pass host variables into the session.
+    checked-out branch. That branch may come from a fork or from an earlier agent, and
+    its devcontainer.json could mount host folders or pass host variables into the session.
     """
     destination.mkdir(parents=True)
     tar_path = destination.with_suffix(".tar")
@@ -481,7 +481,7 @@ def run_session(
             # report itself finished and go on working: stop it before summarising.
             progress(f"the agent finished; stopping session {session} so that nothing of it "
                      f"keeps working (`devaipod start {session}` starts it again)")
-        # The gateway holds the forge token, so nothing of the session keeps running.
+        # The gateway has the forge token, so no container of the session keeps running.
         stop_session(engine, session)
     audit_log = session_audit_path(session)
     return RunResult(

@@ -44,9 +44,9 @@ def build_task_prompt(
     (`item`) follows as quoted data inside a fence whose marker is derived from the
     data's own hash, so the data cannot close the fence. Long bodies and comment threads
     are cut, with a note in their place. The last part lists what the broker lets the agent
-    do: commit and push to `branch`, open one draft pull request into `base_branch`,
-    comment on the item; through the MCP tools when `mcp` is true, otherwise through
-    the REST API at $DEVAIPOD_FORGE_API_URL with $DEVAIPOD_BROKER_TOKEN.
+    do: commit and push to `branch`, open one draft pull request into `base_branch`, and
+    comment on the item. It names the MCP tools when `mcp` is true, and otherwise the
+    REST API at $DEVAIPOD_FORGE_API_URL with $DEVAIPOD_BROKER_TOKEN.
     """
     sections = [
         _instruction(forge_url, item, task),
