@@ -186,8 +186,6 @@ def session_name() -> Iterator[str]:
         yield name
     finally:
         remove_session_objects(name)
-        podman("pod", "rm", "--force", "--ignore", f"{name}-pod", check=False)
-        remove_session_objects(name)
 
 
 def project_with_probe(root: Path, image: str, certificate: Path) -> Path:
