@@ -69,6 +69,10 @@ def rootless(test_image: str) -> Iterator[RootlessUser]:
         os.chmod("/dev/net/tun", 0o666)
         shared.chmod(0o755)
         shutil.copytree(Path(sys.prefix) / "lib/python3.11/site-packages", shared / "site-packages")
+        # The source is copied too, because the checkout may sit in a folder the user cannot
+        # read (a clone made in a `mktemp -d` folder is mode 0700).
+        shutil.copytree(SRC_DIR / "devaipod", shared / "src" / "devaipod",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         subprocess.run(["chmod", "-R", "a+rX", str(shared)], check=True)
         (shared / "containers.conf").write_text('[engine]\nruntime = "runc"\n')
         (shared / "containers.conf").chmod(0o644)
@@ -78,7 +82,7 @@ def rootless(test_image: str) -> Iterator[RootlessUser]:
             home=home,
             env={
                 "CONTAINERS_CONF": str(shared / "containers.conf"),
-                "PYTHONPATH": f"{shared / 'site-packages'}:{SRC_DIR}",
+                "PYTHONPATH": f"{shared / 'site-packages'}:{shared / 'src'}",
                 "DEVAIPOD_CONFIG": str(home / "no-config.toml"),
             },
             image="",
